@@ -1,0 +1,154 @@
+"""Authentication for every protocol: one checker, one realm, one throttle.
+
+``AddressPasswordChecker`` checks a full address and password against the directory;
+argon2 runs in the thread pool so a storm of bad logins never stalls the reactor.
+``MailRealm`` hands each protocol its avatar for the authenticated user.
+``Authenticator`` is what the protocols call: it refuses addresses that failed too often
+(more than ``FAILURES_ALLOWED`` in ``FAILURE_WINDOW`` seconds refuses that remote address
+for ``LOCKOUT`` seconds, across SMTP, IMAP and HTTP alike), logs every attempt with the
+remote address, and returns the avatar.
+"""
+
+import collections
+
+from twisted.cred import credentials, error, portal
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from rmail.directory import Directory
+
+FAILURES_ALLOWED = 10
+FAILURE_WINDOW = 60.0
+LOCKOUT = 60.0
+
+log = Logger(namespace="rmail.auth")
+
+
+class TooManyFailures(error.UnauthorizedLogin):
+    """The remote address is locked out for a while after too many failed logins."""
+
+
+class IMailUser(Interface):
+    """The avatar interface for protocols that only need to know who logged in."""
+
+
+@implementer(ICredentialsChecker)
+class AddressPasswordChecker:
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, directory: Directory):
+        self.directory = directory
+
+    def requestAvatarId(self, creds):
+        try:
+            username = creds.username
+            password = creds.password
+            if isinstance(username, bytes):
+                username = username.decode("utf-8")
+            if isinstance(password, bytes):
+                password = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return defer.fail(error.UnauthorizedLogin("credentials are not UTF-8"))
+        user = self.directory.user(username)
+        if user is None:
+            return defer.fail(error.UnauthorizedLogin("no such user"))
+        d = threads.deferToThread(Directory.verify_password, user, password)
+
+        def checked(ok):
+            if not ok:
+                raise error.UnauthorizedLogin("bad password")
+            return user.address
+        return d.addCallback(checked)
+
+
+@implementer(portal.IRealm)
+class MailRealm:
+    """Builds each protocol's avatar for an address; protocols register their factories."""
+
+    def __init__(self, directory: Directory):
+        self.directory = directory
+        self.avatar_factories = {IMailUser: lambda user: user}
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        user = self.directory.user(avatarId)
+        if user is None:
+            raise error.UnauthorizedLogin("user removed")
+        for iface in interfaces:
+            factory = self.avatar_factories.get(iface)
+            if factory is not None:
+                return iface, factory(user), lambda: None
+        raise NotImplementedError(f"no avatar for {interfaces}")
+
+
+class LoginThrottle:
+    """Counts failed logins per remote address; refuses an address that failed too often."""
+
+    def __init__(self, clock, allowed=FAILURES_ALLOWED, window=FAILURE_WINDOW, lockout=LOCKOUT):
+        self.clock = clock
+        self.allowed = allowed
+        self.window = window
+        self.lockout = lockout
+        self._failures = collections.defaultdict(collections.deque)
+        self._locked_until = {}
+
+    def locked(self, remote: str) -> bool:
+        until = self._locked_until.get(remote)
+        if until is None:
+            return False
+        if self.clock.seconds() >= until:
+            del self._locked_until[remote]
+            self._failures.pop(remote, None)
+            return False
+        return True
+
+    def failed(self, remote: str) -> None:
+        now = self.clock.seconds()
+        failures = self._failures[remote]
+        failures.append(now)
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) > self.allowed:
+            self._locked_until[remote] = now + self.lockout
+            log.warn("auth: {remote} locked out for {seconds:.0f}s after {n} failed logins",
+                     remote=remote, seconds=self.lockout, n=len(failures))
+
+    def succeeded(self, remote: str) -> None:
+        self._failures.pop(remote, None)
+
+
+class Authenticator:
+    """The login entry point every protocol uses."""
+
+    def __init__(self, directory: Directory, clock):
+        self.directory = directory
+        self.realm = MailRealm(directory)
+        self.portal = portal.Portal(self.realm, [AddressPasswordChecker(directory)])
+        self.throttle = LoginThrottle(clock)
+
+    def login(self, creds, remote: str, protocol: str, interface=IMailUser):
+        """Fire with the avatar, or fail with UnauthorizedLogin (TooManyFailures when locked)."""
+        username = getattr(creds, "username", b"")
+        if isinstance(username, bytes):
+            username = username.decode("utf-8", "replace")
+        if self.throttle.locked(remote):
+            log.info("auth: {protocol} login refused for {username!r} from {remote}: "
+                     "too many failures", protocol=protocol, username=username, remote=remote)
+            return defer.fail(TooManyFailures("too many failed logins"))
+        d = self.portal.login(creds, None, interface)
+
+        def ok(result):
+            _, avatar, _ = result
+            self.throttle.succeeded(remote)
+            log.info("auth: {protocol} login {username} from {remote}: success",
+                     protocol=protocol, username=username, remote=remote)
+            return avatar
+
+        def failed(f):
+            f.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+            self.throttle.failed(remote)
+            log.info("auth: {protocol} login {username!r} from {remote}: failed",
+                     protocol=protocol, username=username, remote=remote)
+            return f
+        return d.addCallbacks(ok, failed)

@@ -1,0 +1,10 @@
+"""Mail storage: one backend-neutral, Deferred-returning interface and its backends."""
+
+from rmail.store.hub import ChangeHub
+from rmail.store.shard import ShardStore
+
+
+def open_store(config, hub=None):
+    """The IMailStore that ``storage.backend`` names (not yet opened)."""
+    backends = {"shard": ShardStore}
+    return backends[config.storage.backend](config.mail_root_path, hub or ChangeHub())

@@ -1,0 +1,296 @@
+"""A shard's index: folders, UIDs, flags, sizes and dates in SQLite.
+
+Blocking, and not thread-safe on its own: the Shard calls it from one thread at a time
+under its lock.  Every method that changes something runs in one transaction, so a
+crash leaves the index as before or after the change, never between.  WAL mode with
+``synchronous=FULL``: a commit is on disk when ``commit`` returns.
+
+UIDs (RFC 3501 section 2.3.1.1): each folder's ``uidnext`` only grows, so a UID is
+never reused in a folder; a folder created again under an old name gets a new
+UIDVALIDITY, drawn from a shard-wide counter that only grows too.
+"""
+
+import sqlite3
+import time
+
+from rmail.store import names
+from rmail.store.interfaces import (
+    FolderExists, FolderInfo, FolderNotDeletable, NoSuchFolder,
+)
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    special_use TEXT,
+    subscribed INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder_id INTEGER NOT NULL REFERENCES folders(id),
+    uid INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    internaldate REAL NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    seen INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_file ON messages(file);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class ShardIndex:
+    def __init__(self, path: str):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self.transaction():
+            for statement in SCHEMA.strip().split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for name, special_use in names.DEFAULT_FOLDERS:
+                if self._folder_row(name) is None:
+                    self._insert_folder(name, special_use)
+
+    def close(self):
+        self.db.close()
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    # -- folders --------------------------------------------------------------
+
+    def _folder_row(self, name):
+        return self.db.execute(
+            "SELECT id, name, uidvalidity, uidnext, special_use, subscribed FROM folders "
+            "WHERE name = ?", (name,)).fetchone()
+
+    def folder_id(self, name: str) -> int:
+        row = self._folder_row(name)
+        if row is None:
+            raise NoSuchFolder(f"no folder named {name!r}")
+        return row[0]
+
+    def _next_uidvalidity(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+        value = max(int(time.time()), (row[0] + 1) if row else 0)
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES ('uidvalidity', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (value,))
+        return value
+
+    def _insert_folder(self, name, special_use=None):
+        self.db.execute(
+            "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
+            (name, self._next_uidvalidity(), special_use))
+
+    def _info(self, row) -> FolderInfo:
+        folder_id, name, uidvalidity, uidnext, special_use, subscribed = row
+        count, seen = self.db.execute(
+            "SELECT count(*), coalesce(sum(seen), 0) FROM messages WHERE folder_id = ?",
+            (folder_id,)).fetchone()
+        return FolderInfo(name, special_use, bool(subscribed), uidvalidity, uidnext,
+                          count, count - seen)
+
+    def folders(self) -> list[FolderInfo]:
+        rows = self.db.execute(
+            "SELECT id, name, uidvalidity, uidnext, special_use, subscribed FROM folders").fetchall()
+        infos = [self._info(row) for row in rows]
+        return sorted(infos, key=lambda f: (f.name != names.INBOX, f.name))
+
+    def status(self, name: str) -> FolderInfo:
+        row = self._folder_row(name)
+        if row is None:
+            raise NoSuchFolder(f"no folder named {name!r}")
+        return self._info(row)
+
+    def create_folder(self, name: str) -> None:
+        with self.transaction():
+            if self._folder_row(name) is not None:
+                raise FolderExists(f"a folder named {name!r} already exists")
+            for parent in names.parents(name):
+                if self._folder_row(parent) is None:
+                    self._insert_folder(parent)
+            self._insert_folder(name)
+
+    def children(self, name: str) -> list[str]:
+        prefix = name + names.SEPARATOR
+        rows = self.db.execute(
+            "SELECT name FROM folders WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
+        return [r[0] for r in rows]
+
+    def delete_folder(self, name: str) -> list[str]:
+        """Delete; return the files no longer referenced (to unlink after commit)."""
+        if name == names.INBOX:
+            raise FolderNotDeletable("INBOX cannot be deleted")
+        with self.transaction():
+            folder_id = self.folder_id(name)
+            if self.children(name):
+                raise FolderNotDeletable(f"{name!r} has sub-folders; delete them first")
+            files = [r[0] for r in self.db.execute(
+                "SELECT file FROM messages WHERE folder_id = ?", (folder_id,))]
+            self.db.execute("DELETE FROM messages WHERE folder_id = ?", (folder_id,))
+            self.db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+            return self.unreferenced(files)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        with self.transaction():
+            old_id = self.folder_id(old)
+            if self._folder_row(new) is not None:
+                raise FolderExists(f"a folder named {new!r} already exists")
+            if names.is_inside(new, old):
+                raise FolderExists(f"{old!r} cannot be moved inside itself")
+            for parent in names.parents(new):
+                if self._folder_row(parent) is None:
+                    self._insert_folder(parent)
+            if old == names.INBOX:
+                # RFC 3501 6.3.5: INBOX's messages move to the new name; INBOX stays.
+                self._insert_folder(new)
+                new_id = self.folder_id(new)
+                uids = [r[0] for r in self.db.execute(
+                    "SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (old_id,))]
+                self._copy_rows(old_id, uids, new_id)
+                self.db.execute("DELETE FROM messages WHERE folder_id = ?", (old_id,))
+                return
+            for child in self.children(old):
+                self.db.execute("UPDATE folders SET name = ? WHERE name = ?",
+                                (new + child[len(old):], child))
+            self.db.execute("UPDATE folders SET name = ? WHERE id = ?", (new, old_id))
+
+    def subscribe(self, name: str, subscribed: bool) -> None:
+        with self.transaction():
+            folder_id = self.folder_id(name)
+            self.db.execute("UPDATE folders SET subscribed = ? WHERE id = ?",
+                            (int(subscribed), folder_id))
+
+    # -- messages -------------------------------------------------------------
+
+    def add(self, entries) -> list[int]:
+        """Index new files: entries of (folder, file, size, flags, internaldate); one UID each.
+
+        The caller wraps this in a transaction together with the rest of its batch.
+        """
+        uids = []
+        for folder, file, size, flags, internaldate in entries:
+            folder_id, uid = self._take_uid(folder)
+            self.db.execute(
+                "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (folder_id, uid, file, size, internaldate, names.flags_text(flags),
+                 int(names.SEEN in flags)))
+            uids.append(uid)
+        return uids
+
+    def _take_uid(self, folder: str) -> tuple[int, int]:
+        row = self._folder_row(folder)
+        if row is None:
+            raise NoSuchFolder(f"no folder named {folder!r}")
+        self.db.execute("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?", (row[0],))
+        return row[0], row[3]
+
+    def messages(self, folder: str, uids=None) -> list[tuple]:
+        """Rows (uid, flags text, size, internaldate, file) in UID order."""
+        folder_id = self.folder_id(folder)
+        rows = self.db.execute(
+            "SELECT uid, flags, size, internaldate, file FROM messages "
+            "WHERE folder_id = ? ORDER BY uid", (folder_id,)).fetchall()
+        if uids is None:
+            return rows
+        wanted = set(uids)
+        return [r for r in rows if r[0] in wanted]
+
+    def set_flags(self, folder: str, uids, flags: frozenset, mode: str) -> dict:
+        changed = {}
+        with self.transaction():
+            folder_id = self.folder_id(folder)
+            for uid, text, *_ in self.messages(folder, uids):
+                old = names.parse_flags_text(text)
+                new = flags if mode == "replace" else old | flags if mode == "add" else old - flags
+                changed[uid] = new
+                if new != old:
+                    self.db.execute(
+                        "UPDATE messages SET flags = ?, seen = ? WHERE folder_id = ? AND uid = ?",
+                        (names.flags_text(new), int(names.SEEN in new), folder_id, uid))
+        return changed
+
+    def remove(self, folder: str, uids, only_deleted: bool) -> tuple[list[int], list[str]]:
+        """Remove messages; return (UIDs removed, files no longer referenced)."""
+        with self.transaction():
+            folder_id = self.folder_id(folder)
+            rows = self.messages(folder, uids)
+            if only_deleted:
+                rows = [r for r in rows if names.DELETED in names.parse_flags_text(r[1])]
+            self.db.executemany("DELETE FROM messages WHERE folder_id = ? AND uid = ?",
+                                [(folder_id, r[0]) for r in rows])
+            return [r[0] for r in rows], self.unreferenced([r[4] for r in rows])
+
+    def _copy_rows(self, source_id: int, uids, target_id: int) -> list[tuple[int, int]]:
+        pairs = []
+        for uid in uids:
+            row = self.db.execute(
+                "SELECT file, size, internaldate, flags, seen FROM messages "
+                "WHERE folder_id = ? AND uid = ?", (source_id, uid)).fetchone()
+            if row is None:
+                continue
+            new_uid = self.db.execute(
+                "SELECT uidnext FROM folders WHERE id = ?", (target_id,)).fetchone()[0]
+            self.db.execute("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?", (target_id,))
+            self.db.execute(
+                "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (target_id, new_uid, *row))
+            pairs.append((uid, new_uid))
+        return pairs
+
+    def copy(self, source: str, uids, target: str, move: bool) -> list[tuple[int, int]]:
+        with self.transaction():
+            source_id, target_id = self.folder_id(source), self.folder_id(target)
+            pairs = self._copy_rows(source_id, sorted(set(uids)), target_id)
+            if move:
+                self.db.executemany("DELETE FROM messages WHERE folder_id = ? AND uid = ?",
+                                    [(source_id, old) for old, _ in pairs])
+            return pairs
+
+    def unreferenced(self, files) -> list[str]:
+        return [f for f in set(files) if self.db.execute(
+            "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (f,)).fetchone() is None]
+
+    def files(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT DISTINCT file FROM messages")}
+
+    def drop_file_rows(self, file: str) -> list[tuple[str, int]]:
+        """Forget every row naming *file* (a message file lost from disk); return (folder, uid)."""
+        with self.transaction():
+            rows = self.db.execute(
+                "SELECT f.name, m.uid FROM messages m JOIN folders f ON f.id = m.folder_id "
+                "WHERE m.file = ?", (file,)).fetchall()
+            self.db.execute("DELETE FROM messages WHERE file = ?", (file,))
+            return rows
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception; nests as a no-op."""
+
+    def __init__(self, db):
+        self.db = db
+        self.outer = False
+
+    def __enter__(self):
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.outer:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+        return False

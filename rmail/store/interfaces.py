@@ -1,0 +1,147 @@
+"""The store's contract: what every backend provides, and what each call fires with.
+
+Every method that touches storage returns a Deferred and never blocks the reactor
+thread.  A Deferred that fires means the change is durable: message data fsynced,
+its name in place, the index committed.  Failures are the exceptions below; anything
+else is a bug or an I/O error (``OSError``), which protocols answer as a temporary
+failure.
+
+Changes are announced on the store's ``hub`` (see ``rmail.store.hub``) after they are
+committed, on the reactor thread, so every session sees mail from SMTP, IMAP and HTTP
+the same way.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from zope.interface import Attribute, Interface
+
+
+class StoreError(Exception):
+    """A refused store operation; the message is one sentence for people."""
+
+
+class InvalidFolderName(StoreError):
+    pass
+
+
+class InvalidFlag(StoreError):
+    pass
+
+
+class NoSuchFolder(StoreError):
+    pass
+
+
+class FolderExists(StoreError):
+    pass
+
+
+class FolderNotDeletable(StoreError):
+    """INBOX, or a folder that still has sub-folders."""
+
+
+class NoSuchMessage(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    special_use: Optional[str]
+    subscribed: bool
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    unseen: int
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    uid: int
+    flags: frozenset
+    size: int
+    internaldate: float  # seconds since the epoch
+    path: str  # the message file; read it from a thread
+
+
+class IMessageWriter(Interface):
+    """A message being received: written in chunks, fsynced by ``finish``."""
+
+    size = Attribute("Bytes written so far.")
+    backlog = Attribute("Bytes accepted by write() but not yet on disk.")
+
+    def write(data):
+        """Append bytes; the disk write happens later, off the reactor thread."""
+
+    def finish():
+        """Deferred firing once every byte is written and fsynced; then deliverable."""
+
+    def discard():
+        """Drop the message (Deferred); nothing of it becomes visible anywhere."""
+
+
+class IUserStore(Interface):
+    """One user's folders and messages."""
+
+    address = Attribute("The user's address.")
+
+    def folders():
+        """Deferred list of FolderInfo, sorted by name, INBOX first."""
+
+    def status(folder):
+        """Deferred FolderInfo; NoSuchFolder."""
+
+    def create_folder(folder):
+        """Create *folder* and missing parents; FolderExists, InvalidFolderName."""
+
+    def delete_folder(folder):
+        """Delete a folder and its messages; FolderNotDeletable for INBOX or with children."""
+
+    def rename_folder(old, new):
+        """Rename with its sub-folders; renaming INBOX moves its messages (RFC 3501 6.3.5)."""
+
+    def subscribe(folder, subscribed):
+        """Record the subscription state of *folder*."""
+
+    def append(folder, message, flags=(), internaldate=None):
+        """Deliver a finished IMessageWriter into *folder*; Deferred new UID."""
+
+    def messages(folder, uids=None):
+        """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist)."""
+
+    def set_flags(folder, uids, flags, mode="replace"):
+        """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""
+
+    def expunge(folder, uids=None):
+        """Remove messages flagged \\Deleted (only among *uids* when given); Deferred UIDs."""
+
+    def remove(folder, uids):
+        """Remove messages whatever their flags; Deferred list of UIDs removed."""
+
+    def copy(source, uids, target):
+        """Deferred list of (source UID, new UID) pairs, in UID order."""
+
+    def move(source, uids, target):
+        """As copy, and the originals are gone, in one transaction (RFC 6851)."""
+
+
+class IMailStore(Interface):
+    """All users' mail."""
+
+    hub = Attribute("The ChangeHub announcing committed changes.")
+
+    def open():
+        """Deferred: prepare storage and repair what a crash left (spool leftovers)."""
+
+    def new_message():
+        """A fresh IMessageWriter."""
+
+    def deliver(message, addresses, folder="INBOX"):
+        """Deliver one finished message to each user's *folder*; Deferred {address: uid}."""
+
+    def user(address):
+        """The IUserStore of a local user (cheap; storage opens on first use)."""
+
+    def close():
+        """Deferred: finish writes in progress and release files."""

@@ -1,0 +1,402 @@
+"""The shard backend: each user one directory, message files plus a SQLite index.
+
+Layout (the one home of it)::
+
+    {mail_root}/spool/                             messages being received (see spool.py)
+    {mail_root}/domains/{domain}/mailboxes/{user}/
+        index.sqlite                               folders, UIDs, flags (see index.py)
+        messages/{name}                            one immutable file per message
+        quarantine/{name}                          files a crash left without an index row
+
+Durability: a message file is written and fsynced in the spool, then linked (or
+renamed) into ``messages/``, the directory is fsynced, and only then is the index row
+committed.  A Deferred from ``append`` fires after that commit.  Appends to one shard
+are group-committed: while one batch commits, the next ones queue, and then commit
+together with one directory fsync and one index transaction.
+
+Crash repair, when a shard opens: a file in ``messages/`` without an index row was
+never acknowledged (the commit is the acknowledgement) or was deleted just before the
+crash; it moves to ``quarantine/``.  A row whose file is missing cannot be served and
+is dropped.  Each repair is logged.
+
+Threads: all disk and SQLite work runs in the reactor's thread pool, one operation at a
+time per shard (``_lock``); results and change events come back on the reactor thread.
+"""
+
+import os
+import threading
+import time
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rmail import durable
+from rmail.store import hub as changes, names
+from rmail.store.index import ShardIndex
+from rmail.store.interfaces import (
+    IMailStore, IUserStore, MessageInfo, StoreError,
+)
+from rmail.store.spool import MessageWriter
+
+log = Logger(namespace="rmail.store")
+
+
+class _Entry:
+    """One message waiting for its shard's next group commit."""
+
+    __slots__ = ("folder", "path", "consume", "size", "flags", "internaldate", "deferred")
+
+    def __init__(self, folder, path, consume, size, flags, internaldate):
+        self.folder = folder
+        self.path = path
+        self.consume = consume  # rename the spool file in, rather than link it
+        self.size = size
+        self.flags = flags
+        self.internaldate = internaldate
+        self.deferred = defer.Deferred()
+
+
+@implementer(IUserStore)
+class Shard:
+    def __init__(self, root: str, address: str, hub: changes.ChangeHub):
+        self.root = root
+        self.address = address
+        self.hub = hub
+        self.messages_dir = os.path.join(root, "messages")
+        self.quarantine_dir = os.path.join(root, "quarantine")
+        self._lock = threading.Lock()
+        self._index = None
+        self._pending: list[_Entry] = []
+        self._committing = False
+        self._idle_waiters: list[defer.Deferred] = []
+
+    # -- running work off the reactor ------------------------------------------
+
+    def _run(self, fn, *args):
+        return threads.deferToThread(self._locked, fn, *args)
+
+    def _locked(self, fn, *args):
+        with self._lock:
+            if self._index is None:
+                self._open()
+            return fn(*args)
+
+    def _open(self):
+        durable.make_dirs(self.messages_dir)
+        durable.make_dirs(self.quarantine_dir)
+        self._index = ShardIndex(os.path.join(self.root, "index.sqlite"))
+        self._reconcile()
+
+    def _reconcile(self):
+        on_disk = set(os.listdir(self.messages_dir))
+        indexed = self._index.files()
+        for name in sorted(on_disk - indexed):
+            os.rename(os.path.join(self.messages_dir, name), os.path.join(self.quarantine_dir, name))
+            log.warn("store: {address}: message file {name} had no index entry; "
+                     "moved to {dir}", address=self.address, name=name, dir=self.quarantine_dir)
+        for name in sorted(indexed - on_disk):
+            for folder, uid in self._index.drop_file_rows(name):
+                log.error("store: {address}: message file {name} is missing; dropped {folder} "
+                          "UID {uid} from the index", address=self.address, name=name,
+                          folder=folder, uid=uid)
+        if on_disk - indexed:
+            durable.fsync_dir(self.messages_dir)
+            durable.fsync_dir(self.quarantine_dir)
+
+    @staticmethod
+    def _check(fn, *args):
+        """Validate on the reactor thread: a bad name fails before any disk work."""
+        try:
+            return defer.succeed(fn(*args))
+        except StoreError as e:
+            return defer.fail(e)
+
+    def _publish(self, kind, folder, uids=(), flags=None):
+        self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {}))
+
+    def _unlink(self, files):
+        """Remove message files the index no longer names (in the thread, after commit)."""
+        for name in files:
+            try:
+                os.unlink(os.path.join(self.messages_dir, name))
+            except FileNotFoundError:
+                pass
+        if files:
+            durable.fsync_dir(self.messages_dir)
+
+    # -- folders ----------------------------------------------------------------
+
+    def folders(self):
+        return self._run(lambda: self._index.folders())
+
+    def status(self, folder):
+        d = self._check(names.folder_name, folder)
+        return d.addCallback(lambda name: self._run(lambda: self._index.status(name)))
+
+    def create_folder(self, folder):
+        def create(name):
+            d = self._run(lambda: self._index.create_folder(name))
+            return d.addCallback(lambda _: self._publish(changes.FOLDERS, name))
+        return self._check(names.folder_name, folder).addCallback(create)
+
+    def delete_folder(self, folder):
+        def delete(name):
+            def in_thread():
+                self._unlink(self._index.delete_folder(name))
+            d = self._run(in_thread)
+            return d.addCallback(lambda _: self._publish(changes.FOLDERS, name))
+        return self._check(names.folder_name, folder).addCallback(delete)
+
+    def rename_folder(self, old, new):
+        def rename(pair):
+            d = self._run(lambda: self._index.rename_folder(*pair))
+
+            def done(_):
+                self._publish(changes.FOLDERS, pair[0])
+                self._publish(changes.FOLDERS, pair[1])
+            return d.addCallback(done)
+        d = self._check(lambda: (names.folder_name(old), names.folder_name(new)))
+        return d.addCallback(rename)
+
+    def subscribe(self, folder, subscribed):
+        d = self._check(names.folder_name, folder)
+        return d.addCallback(lambda name: self._run(lambda: self._index.subscribe(name, subscribed)))
+
+    # -- adding messages (group commit) -------------------------------------------
+
+    def append(self, folder, message, flags=(), internaldate=None):
+        """Add a finished MessageWriter (its spool file moves into this shard)."""
+        return self.add_file(folder, message.path, message.size, flags, internaldate, consume=True)
+
+    def add_file(self, folder, path, size, flags=(), internaldate=None, consume=False):
+        try:
+            folder = names.folder_name(folder)
+            flags = names.flags(flags)
+        except StoreError as e:
+            return defer.fail(e)
+        entry = _Entry(folder, path, consume, size, flags,
+                       time.time() if internaldate is None else internaldate)
+        self._pending.append(entry)
+        self._commit_next()
+        return entry.deferred
+
+    def _commit_next(self):
+        if self._committing:
+            return
+        if not self._pending:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+            return
+        batch, self._pending = self._pending, []
+        self._committing = True
+        d = self._run(self._commit_batch, batch)
+        d.addBoth(self._batch_done, batch)
+
+    def _commit_batch(self, batch):
+        """In the thread: place the files, fsync the directory once, index them in one commit."""
+        results = [None] * len(batch)
+        placed = []
+        for i, e in enumerate(batch):
+            target = os.path.join(self.messages_dir, os.path.basename(e.path))
+            try:
+                (os.rename if e.consume else os.link)(e.path, target)
+            except OSError as err:
+                results[i] = err
+                continue
+            placed.append(i)
+        try:
+            if placed:
+                durable.fsync_dir(self.messages_dir)
+            with self._index.transaction():
+                for i in placed:
+                    e = batch[i]
+                    try:
+                        (uid,) = self._index.add(
+                            [(e.folder, os.path.basename(e.path), e.size, e.flags, e.internaldate)])
+                        results[i] = uid
+                    except StoreError as err:
+                        results[i] = err
+        except Exception as err:
+            for i in placed:
+                results[i] = err
+        # Files whose entry failed have no row: take them out again.
+        self._unlink([os.path.basename(batch[i].path) for i in placed
+                      if isinstance(results[i], Exception)])
+        return results
+
+    def _batch_done(self, results, batch):
+        self._committing = False
+        if not isinstance(results, list):  # the whole batch failed
+            results = [results.value] * len(batch)
+        added = {}
+        for entry, result in zip(batch, results):
+            if not isinstance(result, Exception):
+                added.setdefault(entry.folder, []).append(result)
+        for folder, uids in added.items():
+            self._publish(changes.ADDED, folder, uids)
+        for entry, result in zip(batch, results):
+            if isinstance(result, Exception):
+                entry.deferred.errback(result)
+            else:
+                entry.deferred.callback(result)
+        self._commit_next()
+
+    def flush(self):
+        """Deferred firing when no append is pending or committing."""
+        if not self._committing and not self._pending:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    # -- messages -------------------------------------------------------------------
+
+    def messages(self, folder, uids=None):
+        def read(name):
+            rows = self._index.messages(name, uids)
+            return [MessageInfo(uid, names.parse_flags_text(flags), size, date,
+                                os.path.join(self.messages_dir, file))
+                    for uid, flags, size, date, file in rows]
+        d = self._check(names.folder_name, folder)
+        return d.addCallback(lambda name: self._run(read, name))
+
+    def set_flags(self, folder, uids, flags, mode="replace"):
+        if mode not in ("replace", "add", "remove"):
+            return defer.fail(ValueError(f"bad flag mode {mode!r}"))
+
+        def change(args):
+            name, new = args
+            d = self._run(lambda: self._index.set_flags(name, uids, new, mode))
+
+            def done(changed):
+                self._publish(changes.FLAGS, name, sorted(changed), changed)
+                return changed
+            return d.addCallback(done)
+        d = self._check(lambda: (names.folder_name(folder), names.flags(flags)))
+        return d.addCallback(change)
+
+    def _remove(self, folder, uids, only_deleted):
+        def remove(name):
+            def in_thread():
+                removed, files = self._index.remove(name, uids, only_deleted)
+                self._unlink(files)
+                return removed
+            d = self._run(in_thread)
+
+            def done(removed):
+                if removed:
+                    self._publish(changes.EXPUNGED, name, removed)
+                return removed
+            return d.addCallback(done)
+        return self._check(names.folder_name, folder).addCallback(remove)
+
+    def expunge(self, folder, uids=None):
+        return self._remove(folder, uids, only_deleted=True)
+
+    def remove(self, folder, uids):
+        return self._remove(folder, uids, only_deleted=False)
+
+    def _copy(self, source, uids, target, move):
+        def copy(pair):
+            src, dst = pair
+            d = self._run(lambda: self._index.copy(src, uids, dst, move))
+
+            def done(pairs):
+                if pairs:
+                    self._publish(changes.ADDED, dst, [new for _, new in pairs])
+                    if move:
+                        self._publish(changes.EXPUNGED, src, [old for old, _ in pairs])
+                return pairs
+            return d.addCallback(done)
+        d = self._check(lambda: (names.folder_name(source), names.folder_name(target)))
+        return d.addCallback(copy)
+
+    def copy(self, source, uids, target):
+        return self._copy(source, uids, target, move=False)
+
+    def move(self, source, uids, target):
+        return self._copy(source, uids, target, move=True)
+
+    def close(self):
+        def close_index():
+            with self._lock:
+                if self._index is not None:
+                    self._index.close()
+                    self._index = None
+        return self.flush().addCallback(lambda _: threads.deferToThread(close_index))
+
+
+@implementer(IMailStore)
+class ShardStore:
+    def __init__(self, mail_root: str, hub=None):
+        self.mail_root = mail_root
+        self.spool_dir = os.path.join(mail_root, "spool")
+        self.hub = hub or changes.ChangeHub()
+        self._shards: dict[str, Shard] = {}
+
+    def shard_path(self, address: str) -> str:
+        local, _, domain = address.lower().rpartition("@")
+        for part in (local, domain):
+            if not part or part in (".", "..") or "/" in part or "\0" in part:
+                raise StoreError(f"{address!r} cannot name a mailbox")
+        return os.path.join(self.mail_root, "domains", domain, "mailboxes", local)
+
+    def open(self):
+        return threads.deferToThread(self._prepare)
+
+    def _prepare(self):
+        durable.make_dirs(self.spool_dir)
+        for name in sorted(os.listdir(self.spool_dir)):
+            os.unlink(os.path.join(self.spool_dir, name))
+            log.info("store: removed unacknowledged spool file {name}", name=name)
+
+    def new_message(self):
+        return MessageWriter(self.spool_dir)
+
+    def user(self, address: str) -> Shard:
+        address = address.lower()
+        shard = self._shards.get(address)
+        if shard is None:
+            shard = self._shards[address] = Shard(self.shard_path(address), address, self.hub)
+        return shard
+
+    def deliver(self, message, addresses, folder=names.INBOX):
+        """One finished message into each user's *folder*; Deferred {address: uid}.
+
+        The spool file is renamed into the only mailbox, or linked into each of several
+        and then removed: one copy on disk however many users receive it.
+        """
+        addresses = list(dict.fromkeys(a.lower() for a in addresses))
+        if not addresses:
+            return message.discard().addCallback(lambda _: {})
+        consume = len(addresses) == 1
+        ds = [self.user(a).add_file(folder, message.path, message.size, consume=consume)
+              for a in addresses]
+        d = defer.gatherResults(ds, consumeErrors=True)
+
+        def done(result):
+            if consume:
+                return result
+            d2 = threads.deferToThread(_unlink_quietly, message.path)
+            return d2.addCallback(lambda _: result)
+        d.addBoth(done)
+
+        def first_error(result):
+            if isinstance(result, Failure) and result.check(defer.FirstError):
+                return result.value.subFailure
+            return result
+        d.addBoth(first_error)
+        return d.addCallback(lambda uids: dict(zip(addresses, uids)))
+
+    def close(self):
+        return defer.gatherResults([s.close() for s in self._shards.values()])
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
