@@ -77,14 +77,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _take_config(argv: list) -> tuple[list, str | None]:
+    """Pull ``--config PATH`` (or ``--config=PATH``) out of argv, wherever it stands."""
+    rest, config = [], None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config":
+            config = next(it, None)
+            if config is None:
+                raise CommandError("--config needs a path")
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, config
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, config = _take_config(argv)
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
         argv = ["serve"] + argv  # `run.py` and `run.py /path/to/config.json`
     elif argv[0] in ("-h", "--help"):
         _parser().print_help()
         return 0
     args = _parser().parse_args(argv)
+    if config is not None:
+        args.config = config
     try:
         return {"serve": cmd_serve, "init": cmd_init, "user": cmd_user,
                 "alias": cmd_alias}[args.command](args)
@@ -105,7 +128,7 @@ def cmd_serve(args) -> int:
 # -- init ---------------------------------------------------------------------------------
 
 def cmd_init(args) -> int:
-    from rmail.tls import generate_self_signed
+    from rmail.tls import generate_self_signed, is_self_signed
     path = os.path.abspath(args.config)
     if os.path.exists(path) and not args.force:
         raise CommandError(f"{args.config} already exists; use --force to overwrite it")
@@ -119,7 +142,8 @@ def cmd_init(args) -> int:
     config = dataclasses.replace(rconfig.Config(**fields), path=path)
     rconfig.parse(config.to_dict(), path)  # the same checks as at start
     durable.make_dirs(config.mail_root_path)
-    if not (os.path.exists(config.tls_cert_path) and os.path.exists(config.tls_key_path)):
+    missing = not (os.path.exists(config.tls_cert_path) and os.path.exists(config.tls_key_path))
+    if missing or (args.force and is_self_signed(config.tls_cert_path)):
         generate_self_signed(config.hostname, config.tls_cert_path, config.tls_key_path)
     durable.write_atomic(path, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
     print(f"wrote {args.config} for {config.hostname} (domains: {', '.join(config.domains)}; "

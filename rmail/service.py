@@ -176,13 +176,14 @@ class RmailService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
-        log.info("rmail: stopping: no new connections; finishing transactions in flight")
         if self._watcher is not None and self._watcher.running:
             self._watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         yield self._stop_listening()
+        log.info("rmail: stopping: listeners closed; finishing {n} SMTP sessions in flight",
+                 n=sum(len(f.sessions) for f in self.factories.values()))
         yield defer.gatherResults([f.shut_down() for f in self.factories.values()])
         yield defer.maybeDeferred(super().stopService)
         yield self.store.close()

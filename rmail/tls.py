@@ -55,6 +55,16 @@ def generate_self_signed(hostname: str, cert_path: str, key_path: str) -> None:
     durable.write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
+def is_self_signed(cert_path: str) -> bool:
+    """True for a certificate rmail may replace at will (one `init` generated)."""
+    try:
+        with open(cert_path, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError):
+        return True
+    return cert.issuer == cert.subject
+
+
 def load_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
     """CertificateOptions for the server; TLSError naming the file when unusable."""
     try:
@@ -70,16 +80,21 @@ def load_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
         raise TLSError(f"cannot read the TLS key {key_path} ({e.strerror}); "
                        "run `python run.py init` or set tls.key")
     try:
-        certificate = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
-        chain = [ssl.Certificate.loadPEM(pem).original for pem in _pem_blocks(cert_pem)[1:]]
+        certs = [x509.load_pem_x509_certificate(pem) for pem in _pem_blocks(cert_pem)]
+        if not certs:
+            raise ValueError("no certificate in the file")
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if key.public_key().public_bytes(*_SPKI) != certs[0].public_key().public_bytes(*_SPKI):
+            raise ValueError("the key does not belong to the certificate")
         return ssl.CertificateOptions(
-            privateKey=certificate.privateKey.original,
-            certificate=certificate.original,
-            extraCertChain=chain or None,
+            privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         )
     except Exception as e:
         raise TLSError(f"the TLS certificate {cert_path} or key {key_path} is not usable ({e})")
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:

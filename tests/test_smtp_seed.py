@@ -1,7 +1,6 @@
 """The seed's SMTP examples, verbatim against a real server (hostnames aside)."""
 
 import smtplib
-import ssl
 
 from tests.harness import client_tls, smtp_dialogue
 
@@ -69,22 +68,12 @@ def test_auth_login_mechanism(server):
     s.quit()
 
 
-def test_tls_rejects_old_protocol_versions(server):
-    import socket
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    try:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1
-    except ValueError:
-        pass
-    sock = socket.create_connection(("127.0.0.1", server.port("submissions")), timeout=10)
-    try:
-        ctx.wrap_socket(sock)
-    except (ssl.SSLError, OSError):
-        handshake_failed = True
-    else:
-        handshake_failed = False
-    sock.close()
-    assert handshake_failed
+def test_tls_context_refuses_versions_below_1_2(server):
+    """The server context disables SSLv3, TLS 1.0 and 1.1 itself (whatever the system's OpenSSL allows)."""
+    from OpenSSL import SSL
+    options = server.service.tls.options.getContext().set_options(0)  # returns the options in force
+    for flag in (SSL.OP_NO_SSLv3, SSL.OP_NO_TLSv1, SSL.OP_NO_TLSv1_1):
+        assert options & flag
+    s = smtplib.SMTP_SSL("127.0.0.1", server.port("submissions"), timeout=10, context=client_tls())
+    assert s.sock.version() in ("TLSv1.2", "TLSv1.3")
+    s.quit()

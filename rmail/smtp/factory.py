@@ -12,6 +12,7 @@ from rmail.smtp.server import SMTPServer
 
 class SMTPFactory(protocol.ServerFactory):
     protocol = SMTPServer
+    noisy = False  # rmail logs its own connection lines
 
     def __init__(self, kind, settings, policy, store, authenticator, tls, implicit_tls=False,
                  clock=reactor):

@@ -178,7 +178,9 @@ class SMTPServer(smtp.ESMTP):
 
         def done(result):
             self._busy = False
-            if not self._closing:
+            if self._close_after_transaction and self._writer is None:
+                self.shut_down()
+            elif not self._closing:
                 self._process()
             return result
         d.addBoth(done)
@@ -476,7 +478,7 @@ class SMTPServer(smtp.ESMTP):
         if self._closing:
             return
         self.reply(reply)
-        if self._close_after_transaction:
+        if self._close_after_transaction and not self._busy:
             self.shut_down()
 
     def _log_transaction(self, result, size=None):

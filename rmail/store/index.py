@@ -55,8 +55,11 @@ class ShardIndex:
                 if statement.strip():
                     self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # The default folders on first use only: a user may rename or delete them
+            # later (all but INBOX, which always exists).
+            fresh = self.db.execute("SELECT count(*) FROM folders").fetchone()[0] == 0
             for name, special_use in names.DEFAULT_FOLDERS:
-                if self._folder_row(name) is None:
+                if (fresh or name == names.INBOX) and self._folder_row(name) is None:
                     self._insert_folder(name, special_use)
 
     def close(self):

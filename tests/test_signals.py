@@ -1,0 +1,158 @@
+"""Signals and the twistd plugin, on real rmail processes."""
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+
+from tests import harness
+from tests.harness import TIMEOUT, Process, read_reply
+
+
+def _edit_config(path, change):
+    with open(path) as f:
+        data = json.load(f)
+    change(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def _ehlo_size(port) -> int:
+    s = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
+    s.ehlo("client.example.com")
+    size = int(s.esmtp_features["size"])
+    s.quit()
+    return size
+
+
+def test_sighup_reloads_config_and_keeps_connections(tmp_path):
+    """SIGHUP applies a valid new config at once; an open connection survives it."""
+    config = harness.write_config(tmp_path)
+    harness.add_users(config, {"alice@example.com": "pw"})
+    proc = Process(config)
+    try:
+        port = proc.ports["smtp"]
+        held = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
+        held.ehlo("held.example.com")
+        assert _ehlo_size(port) == 52428800
+        _edit_config(config, lambda d: d["smtp"].update(max_message_size=123456))
+        proc.signal(signal.SIGHUP)
+        proc.wait_for_output(rb"configuration reloaded")
+        assert _ehlo_size(port) == 123456
+        assert held.noop()[0] == 250
+        held.sendmail("x@ext.example", ["alice@example.com"], b"Subject: after reload\r\n\r\nx\r\n")
+        held.quit()
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0
+
+
+def test_sighup_with_broken_config_keeps_the_old_one(tmp_path):
+    """A broken config on SIGHUP is refused with a log line naming the key; the old one stays."""
+    config = harness.write_config(tmp_path)
+    proc = Process(config)
+    try:
+        _edit_config(config, lambda d: d["smtp"].update(max_mesage_size=1))
+        proc.signal(signal.SIGHUP)
+        line = proc.wait_for_output(rb"reload: refused")
+        assert b"smtp.max_mesage_size" in line
+        assert _ehlo_size(proc.ports["smtp"]) == 52428800
+        with open(config, "w") as f:
+            f.write("{ not json")
+        proc.signal(signal.SIGHUP)
+        proc.wait_for_output(rb"reload: refused")
+        assert _ehlo_size(proc.ports["smtp"]) == 52428800
+    finally:
+        proc.stop()
+    assert proc.proc.returncode == 0
+
+
+def test_sigterm_finishes_the_transaction_in_flight(tmp_path):
+    """SIGTERM mid-DATA: new connections are refused, the open message still gets 250, exit 0."""
+    config = harness.write_config(tmp_path)
+    harness.add_users(config, {"alice@example.com": "pw"})
+    proc = Process(config)
+    port = proc.ports["smtp"]
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    f = sock.makefile("rb")
+    read_reply(f)
+    for line in (b"EHLO c.example.com", b"MAIL FROM:<s@ext.example>",
+                 b"RCPT TO:<alice@example.com>", b"DATA"):
+        sock.sendall(line + b"\r\n")
+        read_reply(f)
+    sock.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    proc.signal(signal.SIGTERM)
+    proc.wait_for_output(rb"rmail: stopping")
+    refused = False
+    try:
+        probe = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        probe.close()
+    except ConnectionRefusedError:
+        refused = True
+    assert refused
+    sock.sendall(b"second half\r\n.\r\n")
+    try:
+        reply = read_reply(f)
+    except OSError:
+        proc.stop()
+        raise AssertionError(proc.output.decode())
+    assert reply == ["250 2.0.0 OK: message accepted for delivery"]
+    closing = f.readline()
+    assert closing.startswith(b"421 4.3.2")
+    sock.close()
+    assert proc.wait() == 0
+    from rmail.config import load
+    root = load(config).mail_root_path
+    messages = os.path.join(root, "domains", "example.com", "mailboxes", "alice", "messages")
+    (name,) = os.listdir(messages)
+    with open(os.path.join(messages, name), "rb") as m:
+        assert m.read().endswith(b"first half\r\nsecond half\r\n")
+
+
+def test_sigterm_when_idle_exits_zero(tmp_path):
+    proc = Process(harness.write_config(tmp_path))
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+    assert b"rmail: stopped" in proc.output
+
+
+def test_twistd_plugin_serves_the_same_service(tmp_path):
+    """`twistd -n rmail --config` builds the same service; `twistd rmail --help` lists the option."""
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    env = dict(os.environ, PYTHONPATH=harness.ROOT)
+    helptext = subprocess.run([twistd, "rmail", "--help"], cwd=harness.ROOT, env=env,
+                              capture_output=True, timeout=60)
+    assert helptext.returncode == 0 and b"--config" in helptext.stdout
+    config = harness.write_config(tmp_path, listen__smtp=_free_port())
+    harness.add_users(config, {"alice@example.com": "pw"})
+    port = json.load(open(config))["listen"]["smtp"]
+    proc = subprocess.Popen([twistd, "-n", "--pidfile=", "rmail", "--config", config],
+                            cwd=harness.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wrapper = Process.__new__(Process)
+        wrapper.proc, wrapper.output = proc, b""
+        wrapper.wait_for_output(rb"rmail: serving")
+        s = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
+        assert s.sendmail("x@ext.example", ["alice@example.com"], b"Subject: twistd\r\n\r\nx\r\n") == {}
+        s.quit()
+        proc.send_signal(signal.SIGTERM)
+        # twistd re-raises the signal that stopped it (as systemd expects) once the
+        # service has stopped cleanly.
+        assert wrapper.wait() in (0, -signal.SIGTERM)
+        assert b"rmail: stopped" in wrapper.output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
