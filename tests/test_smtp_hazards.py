@@ -5,11 +5,15 @@ out of order, STARTTLS injection, bare LF passed through, an over-long DATA line
 turning the body into commands, and so on.
 """
 
+import fcntl
 import os
 import random
 import re
 import socket
+import struct
+import termios
 
+from tests.conftest import in_reactor
 from tests.harness import TIMEOUT, client_tls, read_reply
 
 CRLF = b"\r\n"
@@ -136,6 +140,26 @@ def test_whole_transaction_in_one_segment(server):
     assert strip_trace(data) == b"Subject: one go\r\n\r\nNOOP\r\nRSET\r\n"
 
 
+# -- items 7 and 8: extensions, parameters, missing commands ----------------------------------------------
+
+
+def test_ehlo_advertises_what_is_implemented(server):
+    c = Client(server.port("smtp"))
+    ehlo = c.cmd("EHLO client.example.com")
+    assert ehlo[0] == "250-mail.example.com"
+    keywords = {line[4:] for line in ehlo[1:]}
+    assert {"SIZE 52428800", "8BITMIME", "PIPELINING", "ENHANCEDSTATUSCODES", "STARTTLS"} <= keywords
+    assert not any(k.startswith("AUTH") for k in keywords)  # no AUTH on the port 25 role
+    assert c.first("MAIL FROM:<a@ext.com> BODY=BINARYMIME").startswith("501 5.5.4")
+    assert c.first("MAIL FROM:<a@ext.com> BODY=7BIT SIZE=100").startswith("250 2.1.0")
+    assert c.first("RSET").startswith("250 2.0.0")
+    assert c.first("MAIL FROM:<a@ext.com> AUTH=<>").startswith("555 5.5.4")  # AUTH= only on 587/465
+    assert c.first("VRFY alice@example.com").startswith("252 2.5.0")
+    assert c.first("HELP").startswith("214 2.0.0")
+    assert c.first("EXPN staff").startswith("502 5.5.1")
+    c.close()
+
+
 # -- item 2: STARTTLS injection and state reset -----------------------------------------------------------
 
 
@@ -164,11 +188,13 @@ def test_starttls_resets_the_session_state(server):
     assert c.reply()[0].startswith("220 2.0.0")
     c.sock = client_tls().wrap_socket(c.sock)
     c.f = c.sock.makefile("rb")
+    # Neither the pre-TLS MAIL nor the injected one is in force (RCPT needs no EHLO).
+    assert c.first("RCPT TO:<alice@example.com>").startswith("503 5.5.1")
+    assert c.first("DATA").startswith("503 5.5.1")
     # HELO/EHLO is forgotten too.
     assert c.first("MAIL FROM:<x@ext.com>").startswith("503 5.5.1")
     ehlo = c.cmd("EHLO client.example.com")
     assert ehlo[0] == "250-mail.example.com", ehlo
-    # Neither the pre-TLS MAIL nor the injected one is in force.
     assert c.first("RCPT TO:<alice@example.com>").startswith("503 5.5.1")
     assert c.first("DATA").startswith("503 5.5.1")
     assert c.first("STARTTLS").startswith("503 5.5.1")  # TLS already active
@@ -269,6 +295,60 @@ def test_long_data_line_without_newline_for_a_while(server):
     assert c.first("NOOP").startswith("250 2.0.0")  # QUIT inside the body did not run
     c.close()
     assert server.messages("alice@example.com") == []
+
+
+def _unread(sock) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def _unacked(sock) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def wait_until_read(server, client, role="smtp"):
+    """Bounded poll until the server has read (and handled) every byte *client* sent:
+    nothing unacknowledged on the client side and nothing unread on the server's
+    sockets.  Run on the reactor thread, so the read's ``dataReceived`` has returned."""
+    def drained():
+        if _unacked(client.sock):
+            return False
+        return in_reactor(lambda: all(
+            _unread(s.transport.getHandle()) == 0 for s in server.service.factories[role].sessions))
+    server.wait_for(drained, "the server to read what was sent")
+
+
+def test_long_data_line_ending_in_a_dot_at_a_read_boundary(server):
+    """An over-long line whose last byte before a read boundary is "." and whose CRLF
+    comes in the next read must not be taken for the end of data: else the rest of
+    the body runs as commands (TWISTED.md item 4, SMTP smuggling)."""
+    c = mx(server)
+    assert c.first("MAIL FROM:<x@ext.com>").startswith("250 2.1.0")
+    assert c.first("RCPT TO:<alice@example.com>").startswith("250 2.1.5")
+    assert c.first("DATA").startswith("354")
+    c.send(b"Subject: dot\r\n\r\n" + b"A" * 2000 + b".")
+    wait_until_read(server, c)  # the next bytes arrive in a read of their own
+    c.send(b"\r\nMAIL FROM:<smuggled@x>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+           b"Subject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
+    assert c.reply()[0].startswith("554 5.6.0")
+    # One reply for the whole DATA: the next is the NOOP's, not a smuggled MAIL's.
+    assert c.first("NOOP").startswith("250 2.0.0")
+    c.close()
+    assert server.messages("bob@example.com") == []
+    assert server.messages("alice@example.com") == []
+
+
+def test_long_data_line_ending_in_a_dot_in_one_read(server):
+    """The same bytes sent together (the line ends within one read) are handled right."""
+    c = mx(server)
+    assert c.first("MAIL FROM:<x@ext.com>").startswith("250 2.1.0")
+    assert c.first("RCPT TO:<alice@example.com>").startswith("250 2.1.5")
+    assert c.first("DATA").startswith("354")
+    c.send(b"Subject: dot\r\n\r\n" + b"A" * 2000 + b".\r\nMAIL FROM:<smuggled@x>\r\n"
+           b"RCPT TO:<bob@example.com>\r\n.\r\n")
+    assert c.reply()[0].startswith("554 5.6.0")
+    assert c.first("NOOP").startswith("250 2.0.0")
+    c.close()
+    assert server.messages("bob@example.com") == []
 
 
 def test_data_line_of_998_octets_is_accepted(server):

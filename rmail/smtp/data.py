@@ -52,10 +52,11 @@ class DataReader:
                 line = line.replace(b"\r", b"\n").replace(b"\n", CRLF)
             out.append(line)
         if len(self._partial) > limits.DATA_LINE:
-            # A line with no end in sight: drop it, keeping one byte so that what follows
-            # is not mistaken for the start of a line.
+            # A line with no end in sight: drop it, keeping a CR that may start the CRLF,
+            # or else one byte that is not a dot, so that what follows is neither taken
+            # for the start of a line nor for the final dot.
             self.line_too_long = True
-            self._partial = self._partial[-1:]
+            self._partial = b"\r" if self._partial.endswith(b"\r") else b"-"
         if out and not self.rejected:
             chunk = CRLF.join(out) + CRLF
             self.size += len(chunk)
