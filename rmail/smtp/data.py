@@ -31,39 +31,48 @@ class DataReader:
         """Consume *data*; return None if it all belonged to the message, else the number
         of bytes of *data* up to and including the final ``.<CRLF>`` (the rest is commands)."""
         carried = len(self._partial)
-        buf = self._partial + data
-        lines = buf.split(CRLF)
+        lines = (self._partial + data).split(CRLF)
         self._partial = lines.pop()
-        out = []
-        pos = 0
         end = None
-        for line in lines:
-            pos += len(line) + 2
-            if line == b".":
-                end = pos - carried
-                self._partial = b""
-                break
-            if line[:1] == b".":
-                line = line[1:]
-            if len(line) > limits.DATA_LINE - 2:
-                self.line_too_long = True
-            if b"\r" in line or b"\n" in line:
-                self.normalised += 1
-                line = line.replace(b"\r", b"\n").replace(b"\n", CRLF)
-            out.append(line)
+        try:
+            last = lines.index(b".")
+        except ValueError:
+            pass
+        else:
+            end = sum(map(len, lines[:last])) + 2 * (last + 1) + 1 - carried
+            del lines[last:]
+            self._partial = b""
         if len(self._partial) > limits.DATA_LINE:
             # A line with no end in sight: drop it, keeping a CR that may start the CRLF,
             # or else one byte that is not a dot, so that what follows is neither taken
             # for the start of a line nor for the final dot.
             self.line_too_long = True
             self._partial = b"\r" if self._partial.endswith(b"\r") else b"-"
-        if out and not self.rejected:
-            chunk = CRLF.join(out) + CRLF
-            self.size += len(chunk)
-            if self.size > self.max_size:
-                self.too_big = True
-            else:
-                self.write(chunk)
-        elif out:
-            self.size += sum(len(line) + 2 for line in out)
+        if lines:
+            self._take(lines)
         return end
+
+    def _take(self, lines):
+        """Unstuff, check and write complete lines (each starts at the start of a line)."""
+        text = CRLF + CRLF.join(lines) + CRLF
+        if max(map(len, lines)) <= limits.DATA_LINE - 2 and \
+                text.count(b"\r") == text.count(b"\n") == text.count(CRLF):
+            # The common case, at C speed: no long line, no bare CR or LF.
+            chunk = text.replace(b"\r\n.", CRLF)[2:]
+        else:
+            out = []
+            for line in lines:
+                if line[:1] == b".":
+                    line = line[1:]
+                if len(line) > limits.DATA_LINE - 2:
+                    self.line_too_long = True
+                if b"\r" in line or b"\n" in line:
+                    self.normalised += 1
+                    line = line.replace(b"\r", b"\n").replace(b"\n", CRLF)
+                out.append(line)
+            chunk = CRLF.join(out) + CRLF
+        self.size += len(chunk)
+        if self.size > self.max_size:
+            self.too_big = True
+        if not self.rejected:
+            self.write(chunk)
