@@ -176,8 +176,7 @@ def _password(args, address) -> str:
 def cmd_user(args) -> int:
     directory = _directory(args)
     if args.action == "add":
-        split_address(args.address)
-        directory.files(split_address(args.address)[1])
+        directory.files(split_address(args.address)[1])  # refuse a non-local domain first
         user = directory.add_user(args.address, _password(args, args.address), admin=args.admin)
         print(f"added {user.address}{' (admin)' if user.admin else ''}")
     elif args.action == "passwd":

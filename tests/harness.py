@@ -1,6 +1,6 @@
 """Starting real rmail servers for tests: in this process (reactor thread) or as a process."""
 
-import dataclasses
+import base64
 import json
 import os
 import re
@@ -209,3 +209,61 @@ def read_reply(f) -> list[str]:
         lines.append(line)
         if len(line) < 4 or line[3] != "-":
             return lines
+
+
+class SMTPClient:
+    """A blocking raw SMTP client: one command line in, one (multi-line) reply out."""
+
+    def __init__(self, port, tls=False):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        if tls:
+            self.sock = client_tls().wrap_socket(self.sock)
+        self.f = self.sock.makefile("rb")
+        self.greeting = read_reply(self.f)
+        assert self.greeting[0].startswith("220 ")
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode() + b"\r\n")
+
+    def reply(self) -> list[str]:
+        return read_reply(self.f)
+
+    def cmd(self, line) -> list[str]:
+        self.send(line)
+        return self.reply()
+
+    def first(self, line) -> str:
+        """The first line of the reply to *line*."""
+        return self.cmd(line)[0]
+
+    def starttls(self):
+        assert self.first("STARTTLS").startswith("220 2.0.0")
+        self.sock = client_tls().wrap_socket(self.sock)
+        self.f = self.sock.makefile("rb")
+
+    def login(self, address, password):
+        token = base64.b64encode(f"\0{address}\0{password}".encode()).decode()
+        return self.first(f"AUTH PLAIN {token}")
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (EOF on the next read)."""
+        try:
+            return self.f.readline() == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.f.close()  # the socket closes only once its file object is closed too
+        self.sock.close()
+
+
+def assert_one_line_error(result, *needles):
+    """Exit status 1 and exactly one line on stderr, naming every needle, no traceback."""
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

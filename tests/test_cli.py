@@ -34,16 +34,7 @@ def ok(result):
     return result.stdout.decode()
 
 
-def one_line_error(result, *needles):
-    """Exit status 1 and exactly one line on stderr naming every needle, no traceback."""
-    err = result.stderr.decode()
-    assert result.returncode == 1, (result.returncode, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+one_line_error = harness.assert_one_line_error
 
 
 @pytest.fixture

@@ -9,49 +9,13 @@ import fcntl
 import os
 import random
 import re
-import socket
 import struct
 import termios
 
 from tests.conftest import in_reactor
-from tests.harness import TIMEOUT, client_tls, read_reply
+from tests.harness import SMTPClient as Client, client_tls
 
 CRLF = b"\r\n"
-
-
-class Client:
-    """A blocking raw SMTP client: one command line in, one (multi-line) reply out."""
-
-    def __init__(self, port, tls=False):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        if tls:
-            self.sock = client_tls().wrap_socket(self.sock)
-        self.f = self.sock.makefile("rb")
-        self.greeting = read_reply(self.f)
-        assert self.greeting[0].startswith("220 ")
-
-    def send(self, data):
-        self.sock.sendall(data if isinstance(data, bytes) else data.encode() + CRLF)
-
-    def reply(self) -> list[str]:
-        return read_reply(self.f)
-
-    def cmd(self, line) -> list[str]:
-        self.send(line)
-        return self.reply()
-
-    def first(self, line) -> str:
-        return self.cmd(line)[0]
-
-    def closed(self) -> bool:
-        try:
-            return self.f.readline() == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.f.close()  # the socket closes only once its file object is closed too
-        self.sock.close()
 
 
 def mx(server):

@@ -5,62 +5,14 @@ each reply (``"550 5.1.1 ..."``), so a missing enhanced code or a wrong class fa
 """
 
 import base64
-import os
-import socket
 
 import pytest
 
 from tests import harness
 from tests.conftest import in_reactor
-from tests.harness import TIMEOUT, USERS, client_tls, read_reply
+from tests.harness import USERS, SMTPClient as Client
 
 CRLF = b"\r\n"
-
-
-class Client:
-    """A blocking raw SMTP client: one command line in, one (multi-line) reply out."""
-
-    def __init__(self, port, tls=False):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        if tls:
-            self.sock = client_tls().wrap_socket(self.sock)
-        self.f = self.sock.makefile("rb")
-        self.greeting = read_reply(self.f)
-        assert self.greeting[0].startswith("220 ")
-
-    def send(self, data):
-        self.sock.sendall(data if isinstance(data, bytes) else data.encode() + CRLF)
-
-    def reply(self) -> list[str]:
-        return read_reply(self.f)
-
-    def cmd(self, line) -> list[str]:
-        self.send(line)
-        return self.reply()
-
-    def first(self, line) -> str:
-        """The first line of the reply to *line*."""
-        return self.cmd(line)[0]
-
-    def starttls(self):
-        assert self.first("STARTTLS").startswith("220 2.0.0")
-        self.sock = client_tls().wrap_socket(self.sock)
-        self.f = self.sock.makefile("rb")
-
-    def login(self, address, password):
-        token = base64.b64encode(f"\0{address}\0{password}".encode()).decode()
-        return self.first(f"AUTH PLAIN {token}")
-
-    def closed(self) -> bool:
-        """True when the server has closed the connection (EOF on the next read)."""
-        try:
-            return self.f.readline() == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.f.close()  # the socket closes only once its file object is closed too
-        self.sock.close()
 
 
 def submission(server, login=None):

@@ -27,7 +27,6 @@ import time
 from email.utils import formatdate
 
 from twisted.cred import error as cred_error
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.mail import smtp
 

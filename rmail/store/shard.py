@@ -20,7 +20,8 @@ crash; it moves to ``quarantine/``.  A row whose file is missing cannot be serve
 is dropped.  Each repair is logged.
 
 Threads: all disk and SQLite work runs in the reactor's thread pool, one operation at a
-time per shard (``_lock``); results and change events come back on the reactor thread.
+time per shard and in call order (``_turn``); results and change events come back on the
+reactor thread in the order the changes were committed.
 """
 
 import os
@@ -67,6 +68,7 @@ class Shard:
         self.messages_dir = os.path.join(root, "messages")
         self.quarantine_dir = os.path.join(root, "quarantine")
         self._lock = threading.Lock()
+        self._turn = defer.DeferredLock()
         self._index = None
         self._pending: list[_Entry] = []
         self._committing = False
@@ -75,7 +77,10 @@ class Shard:
     # -- running work off the reactor ------------------------------------------
 
     def _run(self, fn, *args):
-        return threads.deferToThread(self._locked, fn, *args)
+        # One operation of this shard at a time, in call order; the next starts only once
+        # the previous result is back on the reactor thread, so change events are
+        # published in commit order.
+        return self._turn.run(threads.deferToThread, self._locked, fn, *args)
 
     def _locked(self, fn, *args):
         with self._lock:
@@ -326,7 +331,8 @@ class Shard:
                 if self._index is not None:
                     self._index.close()
                     self._index = None
-        return self.flush().addCallback(lambda _: threads.deferToThread(close_index))
+        return self.flush().addCallback(
+            lambda _: self._turn.run(threads.deferToThread, close_index))
 
 
 @implementer(IMailStore)
