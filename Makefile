@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt |
 $(STAMP): requirements.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	@# the checkout on the venv's path: `import rmail` and `.venv/bin/twistd rmail` work anywhere
+	@echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rmail-checkout.pth"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
