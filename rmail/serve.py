@@ -8,10 +8,11 @@ import os
 import sys
 
 from twisted.internet import reactor
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger, globalLogBeginner
 
 from rmail import config as rconfig
 from rmail import service
+from rmail.logs import text_observer
 
 log = Logger(namespace="rmail")
 
@@ -23,7 +24,7 @@ def run(config_path: str) -> int:
     except (rconfig.ConfigError, service.StartError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)], redirectStandardIO=False)
     reactor.suggestThreadPoolSize(20)
     reactor.callWhenRunning(svc.startService)
     reactor.callWhenRunning(_print_welcome, svc)

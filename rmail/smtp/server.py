@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from rmail import auth
+from rmail.logs import cached_per_second
 from rmail.delivery import Refused
 from rmail.smtp import address, limits, replies, sasl
 from rmail.smtp.data import DataReader
@@ -38,6 +39,8 @@ from rmail.smtp.data import DataReader
 log = Logger(namespace="rmail.smtp")
 
 COMMAND, DATA, AUTH = "command", "data", "auth"
+
+_received_date = cached_per_second(lambda second: formatdate(second, localtime=True))
 
 # What each listener is for (SPEC: 25 relay-in, 587 STARTTLS+AUTH, 465 TLS+AUTH).
 MX, SUBMISSION = "mx", "submission"
@@ -432,7 +435,7 @@ class SMTPServer(smtp.ESMTP):
             f"Return-Path: <{self._from}>\r\n"
             f"Received: from {helo} ([{self.remote}])\r\n"
             f"\tby {self.factory.hostname} (rmail) with {protocol} id {self.session}"
-            f"{recipient};\r\n\t{formatdate(localtime=True)}\r\n"
+            f"{recipient};\r\n\t{_received_date(time.time())}\r\n"
         ).encode("utf-8")
 
     def _throttle_data(self):
