@@ -156,3 +156,31 @@ def _free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def test_sighup_reloads_the_certificate(tmp_path):
+    """A renewed certificate is served to new connections after SIGHUP."""
+    import ssl
+    from rmail.tls import generate_self_signed
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    generate_self_signed("old.example.com", cert, key)
+    config = harness.write_config(tmp_path, tls__cert=cert, tls__key=key)
+    proc = Process(config)
+
+    def served_name():
+        ctx = ssl.create_default_context(cafile=cert)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = smtplib.SMTP_SSL("127.0.0.1", proc.ports["submissions"], timeout=TIMEOUT, context=ctx)
+        der = s.sock.getpeercert(binary_form=True)
+        s.quit()
+        from cryptography import x509
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    try:
+        assert served_name() == "CN=old.example.com"
+        generate_self_signed("new.example.com", cert, key)
+        proc.signal(signal.SIGHUP)
+        proc.wait_for_output(rb"configuration reloaded")
+        assert served_name() == "CN=new.example.com"
+    finally:
+        proc.stop()
