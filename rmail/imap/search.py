@@ -1,0 +1,673 @@
+"""IMAP SEARCH: compile the search keys once, then test messages one by one.
+
+RFC 3501 section 6.4.4 defines the keys and section 9 the sequence sets. Where the RFCs leave
+room, this module does what Dovecot does, because most clients were tested against it.
+
+Twisted's ``IMAP4Server`` parses the keys with ``parseNestedParens``. Tokens arrive as bytes,
+and a literal arrives as one token. A parenthesized list arrives as a Python list, and a bare
+NIL arrives as None. ``CHARSET`` is removed before the query reaches us, so the server must
+pass it to ``compile`` itself.
+
+Invariants:
+
+- ``compile`` checks the whole query before any message is looked at. A malformed query
+  raises ``SearchError``, which the server answers with BAD. ``BadCharset`` is a subclass,
+  and the server answers it with ``NO [BADCHARSET]`` (RFC 3501 section 6.4.4).
+- Evaluation takes time linear in the number of messages. A message's ``header()`` or
+  ``raw()`` is read only if a key needs it, and at most once per ``matches`` call.
+  ``Query.needs_header`` and ``Query.needs_body`` tell the mailbox ahead of time whether
+  they will be read.
+- The module does no I/O of its own. Reading ``header()`` and ``raw()`` may block, so a
+  caller whose messages load from disk runs ``matches`` in the thread pool. A ``Query``
+  caches its resolved sequence sets, so use it from one thread at a time.
+
+Text matching (RFC 3501 leaves the details open):
+
+- A string matches as a substring, ignoring case, after NFKC normalization of both sides.
+- Header values are unfolded. Raw 8-bit bytes are read as UTF-8, and invalid bytes become
+  U+FFFD. RFC 2047 encoded-words are decoded, including RFC 2231's ``charset*lang`` form.
+- FROM/TO/CC/BCC match the parsed address list, as the ENVELOPE shows it (RFC 5322
+  section 3.4). Comments are dropped, the comment after a bare address becomes its name,
+  and parsing stops at the first piece of garbage.
+- SUBJECT/FROM/... look only at the top-level header. BODY and TEXT look inside every MIME
+  part and attached message. Base64 and quoted-printable are decoded, and each text part's
+  charset is converted. Preambles, epilogues, non-text parts and parts with an unknown
+  transfer encoding are skipped (RFC 2045 section 6.4).
+- ``HEADER name ""`` (likewise ``SUBJECT ""`` etc.) matches every message that has the field.
+- The SENT* keys use the date as written in the Date header. A missing or unparsable Date
+  counts as 1-Jan-1970, as in Dovecot. BEFORE/ON/SINCE use the UTC date of INTERNALDATE.
+"""
+
+from __future__ import annotations
+
+import binascii
+import bisect
+import datetime
+import re
+import unicodedata
+from dataclasses import dataclass
+from email.utils import parsedate_tz
+from typing import Callable, Iterator, Protocol
+
+__all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
+
+
+class SearchError(Exception):
+    """A malformed query. The text is one printable ASCII sentence for the BAD reply."""
+
+
+class BadCharset(SearchError):
+    """The CHARSET is not one we can decode. Answer ``NO [BADCHARSET]``, not BAD."""
+
+
+class SearchMessage(Protocol):
+    seq: int
+    uid: int
+    flags: frozenset[str]
+    recent: bool
+    internaldate: float  # seconds since the epoch
+    size: int  # RFC822.SIZE
+
+    def header(self) -> bytes:
+        """The raw header block. Called only when a key needs it."""
+
+    def raw(self) -> bytes:
+        """The whole raw message. Called only when a key needs a body."""
+
+
+_HEADER, _BODY = 1, 2  # what a key reads, besides the index
+
+
+@dataclass(frozen=True)
+class _Node:
+    test: Callable[["_View"], bool]
+    needs: int = 0
+
+
+class Query:
+    """A compiled search program; ``matches`` tests one message."""
+
+    def __init__(self, root: _Node, highest_seq: int):
+        self._test = root.test
+        self.needs_header = bool(root.needs & _HEADER)
+        self.needs_body = bool(root.needs & _BODY)
+        # The largest message sequence number written in the query (0 if none). RFC 3501
+        # section 9 says a server SHOULD answer BAD if it is above the message count; if the
+        # query runs anyway, a range such as 80:* still means 80 down to the last message.
+        self.highest_seq = highest_seq
+
+    def matches(self, msg: SearchMessage, max_seq: int, max_uid: int) -> bool:
+        """``max_seq`` / ``max_uid`` give "*" its value: the mailbox's message count and
+        its highest UID (RFC 3501 section 9, seq-number)."""
+        return self._test(_View(msg, max_seq, max_uid))
+
+
+def compile(query: list, charset: str | bytes | None = None) -> Query:  # noqa: A001
+    """Compile Twisted's token list. ``charset`` is the SEARCH CHARSET. It defaults to
+    UTF-8, which covers US-ASCII, the RFC's default."""
+    if isinstance(charset, bytes):
+        charset = charset.decode("ascii", "replace")
+    charset = charset or "utf-8"
+    try:
+        b"a".decode(charset, "replace")  # b"" would skip the codec lookup
+    except LookupError:
+        raise BadCharset(f"charset {_show(charset)} is not supported; use UTF-8") from None
+    if not query:
+        raise SearchError("SEARCH needs at least one search key")
+    compiler = _Compiler(query, charset)
+    return Query(compiler.all(), compiler.highest_seq[0])
+
+
+# -- compiling -------------------------------------------------------------------------
+
+
+_FLAG_KEYS = {  # key: (flag, whether the message must have it)
+    "ANSWERED": ("\\answered", True), "UNANSWERED": ("\\answered", False),
+    "DELETED": ("\\deleted", True), "UNDELETED": ("\\deleted", False),
+    "DRAFT": ("\\draft", True), "UNDRAFT": ("\\draft", False),
+    "FLAGGED": ("\\flagged", True), "UNFLAGGED": ("\\flagged", False),
+    "SEEN": ("\\seen", True), "UNSEEN": ("\\seen", False),
+}
+_ADDRESS_KEYS = {"FROM", "TO", "CC", "BCC"}
+_INTERNAL_DATE_KEYS = {"BEFORE", "ON", "SINCE"}
+_SENT_DATE_KEYS = {"SENTBEFORE": "BEFORE", "SENTON": "ON", "SENTSINCE": "SINCE"}
+_MONTHS = {m: i for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+_DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")  # RFC 3501 date-text
+_SET = re.compile(rb"(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?"
+                  rb"(?:,(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?)*")
+_ATOM_SPECIALS = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\\]]')  # RFC 3501 section 9
+_NUMBER_LIMIT = 2 ** 32  # "number" is a 32-bit unsigned integer (RFC 3501 section 9)
+_EPOCH = datetime.date(1970, 1, 1)
+
+
+class _Compiler:
+    def __init__(self, tokens: list, charset: str, highest_seq: list[int] | None = None):
+        self._tokens = tokens
+        self._pos = 0
+        self._charset = charset
+        self.highest_seq = highest_seq or [0]  # shared with the compilers of nested lists
+
+    def all(self) -> _Node:
+        """search-key *(SP search-key): all of them must match."""
+        nodes = []
+        while self._pos < len(self._tokens):
+            nodes.append(self.key())
+        return _all_of(nodes)
+
+    def key(self) -> _Node:
+        token = self._take("a search key", "SEARCH")
+        if isinstance(token, list):
+            if not token:
+                raise SearchError("a parenthesized list needs at least one search key")
+            return _Compiler(token, self._charset, self.highest_seq).all()
+        if token is None:
+            raise SearchError("unknown search key NIL")
+        if token[:1].isdigit() or token[:1] == b"*":
+            numbers = _number_set(token, "sequence set")
+            self.highest_seq[0] = max(self.highest_seq[0], numbers.highest)
+            return _Node(lambda v: numbers.contains(v.msg.seq, v.max_seq))
+        name = token.decode("ascii", "replace").upper()
+        if name in _FLAG_KEYS:
+            flag, wanted = _FLAG_KEYS[name]
+            return _Node(lambda v: _has_flag(v.msg.flags, flag) is wanted)
+        if name in _ADDRESS_KEYS:
+            return _header_node(name.lower(), self._string(name), "address")
+        if name == "SUBJECT":
+            return _header_node("subject", self._string(name), "squeezed")
+        if name in _INTERNAL_DATE_KEYS:
+            compare = _date_test(name, self._date(name))
+            return _Node(lambda v: compare(_utc_date(v.msg.internaldate)))
+        if name in _SENT_DATE_KEYS:
+            compare = _date_test(_SENT_DATE_KEYS[name], self._date(name))
+            return _Node(lambda v: compare(v.sent_date()), _HEADER)
+        handler = getattr(self, "_key_" + name, None)
+        if handler is None:
+            raise SearchError(f"unknown search key {_show(token)}")
+        return handler()
+
+    # keys that do not fit a family above, in RFC 3501 order
+
+    def _key_ALL(self):
+        return _Node(lambda v: True)
+
+    def _key_BODY(self):
+        needle = _fold(self._string("BODY"))
+        if not needle:
+            return _Node(lambda v: True)  # "" is in every body
+        return _Node(lambda v: any(needle in text for text in v.body_texts()), _BODY)
+
+    def _key_HEADER(self):
+        name = self._string("HEADER").strip().lower()
+        return _header_node(name, self._string("HEADER"), "plain")
+
+    def _key_KEYWORD(self):
+        keyword = self._keyword("KEYWORD")
+        return _Node(lambda v: _has_flag(v.msg.flags, keyword))
+
+    def _key_LARGER(self):
+        size = self._number("LARGER")
+        return _Node(lambda v: v.msg.size > size)
+
+    def _key_NEW(self):
+        return _Node(lambda v: v.msg.recent and not _has_flag(v.msg.flags, "\\seen"))
+
+    def _key_NOT(self):
+        inner = self._operand("NOT", "a search key")
+        return _Node(lambda v: not inner.test(v), inner.needs)
+
+    def _key_OLD(self):
+        return _Node(lambda v: not v.msg.recent)
+
+    def _key_OR(self):
+        first = self._operand("OR", "two search keys")
+        second = self._operand("OR", "two search keys")
+        first, second = sorted((first, second), key=lambda n: n.needs)
+        return _Node(lambda v: first.test(v) or second.test(v), first.needs | second.needs)
+
+    def _key_RECENT(self):
+        return _Node(lambda v: v.msg.recent)
+
+    def _key_SMALLER(self):
+        size = self._number("SMALLER")
+        return _Node(lambda v: v.msg.size < size)
+
+    def _key_TEXT(self):
+        needle = _fold(self._string("TEXT"))
+        if not needle:
+            return _Node(lambda v: True)
+        return _Node(lambda v: any(needle in text for text in v.full_texts()), _HEADER | _BODY)
+
+    def _key_UID(self):
+        uids = _number_set(self._take("a UID set", "UID"), "UID set")
+        return _Node(lambda v: uids.contains(v.msg.uid, v.max_uid))
+
+    def _key_UNKEYWORD(self):
+        keyword = self._keyword("UNKEYWORD")
+        return _Node(lambda v: not _has_flag(v.msg.flags, keyword))
+
+    # arguments
+
+    def _take(self, what: str, key: str):
+        if self._pos >= len(self._tokens):
+            raise SearchError(f"{key} needs {what} after it")
+        token = self._tokens[self._pos]
+        self._pos += 1
+        return token
+
+    def _operand(self, key: str, what: str) -> _Node:
+        if self._pos >= len(self._tokens):
+            raise SearchError(f"{key} needs {what} after it")
+        return self.key()
+
+    def _atom(self, what: str, key: str) -> bytes:
+        token = self._take(what, key)
+        if not isinstance(token, bytes):
+            raise SearchError(f"{key} needs {what}, not a parenthesized list or NIL")
+        return token
+
+    def _string(self, key: str) -> str:
+        token = self._take("a string", key)
+        if isinstance(token, list):
+            raise SearchError(f"{key} needs a string, not a parenthesized list")
+        try:
+            return (b"NIL" if token is None else token).decode(self._charset)
+        except UnicodeDecodeError:
+            raise SearchError(f"{key} argument is not valid {_show(self._charset)}") from None
+
+    def _keyword(self, key: str) -> str:
+        token = self._take("a flag keyword", key)
+        if not isinstance(token, bytes) or not token or _ATOM_SPECIALS.search(token):
+            raise SearchError(f"{key} needs a flag keyword such as $Label1, not {_show(token)}")
+        return token.decode("ascii").casefold()
+
+    def _number(self, key: str) -> int:
+        token = self._atom("a number of octets", key)
+        if not token.isdigit() or int(token) >= _NUMBER_LIMIT:
+            raise SearchError(f"{key} needs a number of octets, not {_show(token)}")
+        return int(token)
+
+    def _date(self, key: str) -> datetime.date:
+        token = self._atom("a date", key)
+        match = _DATE.fullmatch(token)
+        try:
+            if not match:
+                raise ValueError
+            day, month, year = match.groups()
+            return datetime.date(int(year), _MONTHS[month.decode().lower()], int(day))
+        except (KeyError, ValueError):
+            raise SearchError(f"{key} needs a date like 1-Feb-2024, not {_show(token)}") from None
+
+
+def _all_of(nodes: list[_Node]) -> _Node:
+    if len(nodes) == 1:
+        return nodes[0]
+    nodes = sorted(nodes, key=lambda n: n.needs)  # index-only keys first: they are cheap
+    tests = [n.test for n in nodes]
+    needs = 0
+    for n in nodes:
+        needs |= n.needs
+    return _Node(lambda v: all(test(v) for test in tests), needs)
+
+
+def _header_node(name: str, value: str, kind: str) -> _Node:
+    """``kind`` says how a field's text is prepared: "address" (the parsed address list),
+    "squeezed" (runs of white space made one space, as Dovecot does for SUBJECT) or
+    "plain"."""
+    needle = _fold(value)
+    if not needle:  # "" matches every message that has the field
+        return _Node(lambda v: any(field == name for field, _ in v.fields()), _HEADER)
+    return _Node(lambda v: any(needle in text for text in v.header_texts(name, kind)), _HEADER)
+
+
+def _date_test(relation: str, day: datetime.date) -> Callable[[datetime.date], bool]:
+    if relation == "BEFORE":
+        return lambda d: d < day
+    if relation == "ON":
+        return lambda d: d == day
+    return lambda d: d >= day
+
+
+def _has_flag(flags: frozenset[str], folded: str) -> bool:
+    """Flags and keywords compare without case (RFC 3501 section 9, rule 3)."""
+    return any(flag.casefold() == folded for flag in flags)
+
+
+def _utc_date(epoch: float) -> datetime.date:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).date()
+
+
+def _show(token) -> str:
+    """A token as printable ASCII for an error reply: a literal may hold CR LF."""
+    text = token.decode("ascii", "replace") if isinstance(token, bytes) else str(token)
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _NumberSet:
+    """A sequence-set (RFC 3501 section 9). "*" means the highest number in use, and
+    a:b contains everything between a and b, in either order."""
+
+    def __init__(self, ranges: list[tuple[int | None, int | None]]):
+        self._ranges = ranges  # None stands for "*"
+        self.highest = max((n for span in ranges for n in span if n is not None), default=0)
+        self._star = -1
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+
+    def contains(self, number: int, star: int) -> bool:
+        if star != self._star:
+            self._resolve(star)
+        i = bisect.bisect_right(self._starts, number) - 1
+        return i >= 0 and number <= self._ends[i]
+
+    def _resolve(self, star: int) -> None:
+        spans = sorted(sorted((star if lo is None else lo, star if hi is None else hi))
+                       for lo, hi in self._ranges)
+        self._starts, self._ends = [], []
+        for lo, hi in spans:
+            if self._ends and lo <= self._ends[-1] + 1:
+                self._ends[-1] = max(self._ends[-1], hi)
+            else:
+                self._starts.append(lo)
+                self._ends.append(hi)
+        self._star = star
+
+
+def _number_set(token, what: str) -> _NumberSet:
+    if not isinstance(token, bytes) or not _SET.fullmatch(token):
+        raise SearchError(f"bad {what} {_show(token)}: use numbers and ranges such as 1:5,7,9:*")
+    ranges = []
+    for part in token.split(b","):
+        lo, _, hi = part.partition(b":")
+        lo_n, hi_n = (None if n == b"*" else int(n) for n in (lo, hi or lo))
+        if any(n is not None and n >= _NUMBER_LIMIT for n in (lo_n, hi_n)):
+            raise SearchError(f"bad {what} {_show(token)}: numbers stop at 4294967295")
+        ranges.append((lo_n, hi_n))
+    return _NumberSet(ranges)
+
+
+# -- one message, read lazily ------------------------------------------------------------
+
+
+class _View:
+    """A message being tested. It reads header() and raw() at most once, and only if
+    asked."""
+
+    __slots__ = ("msg", "max_seq", "max_uid", "_fields", "_texts", "_parts")
+
+    def __init__(self, msg: SearchMessage, max_seq: int, max_uid: int):
+        self.msg = msg
+        self.max_seq = max_seq
+        self.max_uid = max_uid
+        self._fields: list[tuple[str, bytes]] | None = None
+        self._texts: dict = {}
+        self._parts: list[tuple[bytes, str | None]] | None = None
+
+    def fields(self) -> list[tuple[str, bytes]]:
+        if self._fields is None:
+            self._fields = _header_fields(self.msg.header())
+        return self._fields
+
+    def header_texts(self, name: str, kind: str) -> list[str]:
+        """The folded text of every top-level field called ``name``."""
+        key = (name, kind)
+        if key not in self._texts:
+            texts = []
+            for field, value in self.fields():
+                if field == name:
+                    text = value.decode("utf-8", "replace")
+                    if kind == "address":
+                        text = _written_addresses(text)
+                    elif kind == "squeezed":
+                        text = " ".join(text.split())
+                    texts.append(_fold(_decode_words(text)))
+            self._texts[key] = texts
+        return self._texts[key]
+
+    def sent_date(self) -> datetime.date:
+        for field, value in self.fields():
+            if field == "date":
+                try:
+                    parsed = parsedate_tz(value.decode("ascii", "replace"))
+                    return datetime.date(*parsed[:3]) if parsed else _EPOCH
+                except (ValueError, TypeError, IndexError, OverflowError):
+                    return _EPOCH
+        return _EPOCH
+
+    def parts(self) -> list[tuple[bytes, str | None]]:
+        if self._parts is None:
+            self._parts = list(_mime_parts(self.msg.raw()))
+        return self._parts
+
+    def body_texts(self) -> list[str]:
+        if "body" not in self._texts:
+            self._texts["body"] = [_fold(body) for _, body in self.parts() if body]
+        return self._texts["body"]
+
+    def full_texts(self) -> list[str]:
+        """For TEXT: the top-level header, then each part's header and body."""
+        if "full" not in self._texts:
+            texts = [_fold(_header_text(self.fields()))]
+            for i, (header, body) in enumerate(self.parts()):
+                head = _header_text(_header_fields(header)) if i else ""
+                texts.append(_fold(head + "\r\n" + (body or "")))
+            self._texts["full"] = texts
+        return self._texts["full"]
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _header_text(fields: list[tuple[str, bytes]]) -> str:
+    return "".join(f"{name}: {_decode_words(value.decode('utf-8', 'replace'))}\r\n"
+                   for name, value in fields)
+
+
+# -- header fields and RFC 2047 ------------------------------------------------------------
+
+
+def _header_fields(header: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, unfolded value) for each field, in order (RFC 5322 section 2.2)."""
+    fields: list[tuple[str, bytes]] = []
+    for line in re.split(rb"\r?\n", header):
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                fields[-1] = (fields[-1][0], fields[-1][1] + line)
+        elif b":" in line:
+            name, _, value = line.partition(b":")
+            fields.append((name.strip().decode("latin-1").lower(), value.lstrip(b" \t")))
+    return [(name, value.replace(b"\t", b" ")) for name, value in fields]
+
+
+_ENCODED_WORD = re.compile(r"=\?([!->@-~]+?)\?([QqBb])\?([!->@-~]*?)\?=")
+
+
+def _decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded-words and drop the white space between adjacent ones
+    (section 6.2). Like Dovecot, this also decodes words that touch other text."""
+    out, last = [], 0
+    for match in _ENCODED_WORD.finditer(text):
+        gap = text[last:match.start()]
+        if not (last and gap.isspace()):
+            out.append(gap)
+        charset, encoding, data = match.groups()
+        raw = data.encode("ascii")
+        raw = binascii.a2b_qp(raw, header=True) if encoding in "Qq" else _base64(raw)
+        out.append(_to_str(raw, charset.partition("*")[0]))  # RFC 2231 section 5: charset*lang
+        last = match.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _to_str(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except LookupError:  # an unknown charset: keep what reads as UTF-8, as Dovecot does
+        return data.decode("utf-8", "replace")
+
+
+def _base64(data: bytes) -> bytes:
+    """Decode base64 leniently: skip stray characters, tolerate missing padding."""
+    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    data = data[:len(data) - (len(data) % 4 == 1)]
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+
+
+# -- addresses (RFC 5322 section 3.4) ----------------------------------------------------
+
+_ADDRESS_TOKEN = re.compile(r'''
+    (?P<space>\s+)
+  | "(?P<word>(?:[^"\\]|\\.)*)"?                         # quoted-string, maybe unclosed
+  | \((?P<comment>(?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*)\)?
+  | (?P<special>[<>@,;:.])
+  | (?P<atom>\[(?:[^\]\\]|\\.)*\]?|[^\s"()<>@,;:.\[\]]+|.)
+''', re.X | re.S)
+
+
+def _written_addresses(text: str) -> str:
+    """The address list as ``name <route:local@domain>, group: ...;``, which is what
+    Dovecot searches: comments dropped, except that a comment after a bare address is
+    its name. Parsing stops at the first token that cannot follow an address."""
+    tokens = []  # (kind, text, white space before it)
+    space = False
+    for m in _ADDRESS_TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == "space":
+            space = True
+            continue
+        value = m.group(kind)
+        if kind == "special":
+            kind = value
+        elif kind in ("word", "comment"):
+            value = re.sub(r"\\(.)", r"\1", value)
+        tokens.append(("word" if kind == "atom" else kind, value, space))
+        space = False
+
+    def joined(start: int, end: int, spaced: bool = True) -> str:
+        out = ""
+        for kind, value, space_before in tokens[start:end]:
+            if kind != "comment":
+                out += (" " if spaced and space_before and out else "") + value
+        return out
+
+    def find(start: int, kinds: str) -> int:
+        for i in range(start, len(tokens)):
+            if tokens[i][0] in kinds:
+                return i
+        return len(tokens)
+
+    out, i = [], 0
+    while i < len(tokens):
+        stop = find(i, "<:,;>")
+        kind = tokens[stop][0] if stop < len(tokens) else None
+        if kind == ":":  # group: display-name ":" [mailbox-list] ";"
+            out.append(joined(i, stop) + ":")
+            i = stop + 1
+            continue
+        if kind == "<":  # name-addr: [display-name] "<" [route ":"] addr-spec ">"
+            close = find(stop + 1, ">")
+            name, addr = joined(i, stop), joined(stop + 1, close, spaced=False)
+            out.append(f"{name} <{addr}>" if name else f"<{addr}>")
+            i = close + 1
+            while i < len(tokens) and tokens[i][0] == "comment":
+                i += 1
+        else:  # addr-spec, its trailing comment being the name
+            is_phrase = not any(t[0] == "@" for t in tokens[i:stop])  # "To: Some One"
+            addr = joined(i, stop, spaced=is_phrase)
+            comments = [t[1] for t in tokens[i:stop] if t[0] == "comment"]
+            if addr or comments:
+                out.append(f"{comments[-1]} <{addr}>" if comments else addr)
+            i = stop
+        if i < len(tokens) and tokens[i][0] == ";":
+            out.append(";")
+            i += 1
+        if i >= len(tokens) or tokens[i][0] != ",":
+            break  # end of the list, or garbage such as a stray ">"
+        i += 1
+    return ", ".join(out).replace(", ;", ";").replace(":, ", ": ")
+
+
+# -- MIME (RFC 2045, RFC 2046) ---------------------------------------------------------------
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 2045 token
+_CONTENT_TYPE = re.compile(rb"\s*(" + _TOKEN + rb")\s*/\s*(" + _TOKEN + rb")")
+_PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))', re.S)
+_IDENTITY_ENCODINGS = {b"", b"7bit", b"8bit", b"binary"}
+_MAX_NESTING = 100  # deeper parts are not searched; a hostile message cannot exhaust the stack
+
+
+def _mime_parts(raw: bytes, default_type: bytes = b"text/plain",
+                depth: int = 0) -> Iterator[tuple[bytes, str | None]]:
+    """(header, decoded body text or None) for every part, the message's own header first.
+    A body is None when it is not searched: it is a container, it is not text, or its
+    transfer encoding is unknown (RFC 2045 section 6.4)."""
+    header, body = _split_header(raw)
+    fields = dict(reversed(_header_fields(header)))  # the first of each name wins
+    content_type, params = _content_type(fields.get("content-type"), default_type)
+    if depth >= _MAX_NESTING:
+        yield header, None
+    elif content_type.startswith(b"multipart/"):
+        yield header, None
+        boundary = params.get(b"boundary")
+        child = b"message/rfc822" if content_type == b"multipart/digest" else b"text/plain"
+        for part in _split_multipart(body, boundary) if boundary else ():
+            yield from _mime_parts(part, child, depth + 1)
+    elif content_type in (b"message/rfc822", b"message/global"):
+        yield header, None
+        yield from _mime_parts(body, depth=depth + 1)
+    elif content_type.startswith((b"text/", b"message/")):
+        yield header, _body_text(body, fields.get("content-transfer-encoding", b""),
+                                 params.get(b"charset"))
+    else:
+        yield header, None
+
+
+def _split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """Split at the first empty line. A message without one is all header."""
+    match = re.search(rb"(?:\A|\n)(\r?\n)", raw)
+    if not match:
+        return raw, b""
+    return raw[:match.start(1)], raw[match.end(1):]
+
+
+def _content_type(value: bytes | None, default: bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """Type/subtype and parameters. A missing or unparsable Content-Type means the default,
+    as RFC 2045 section 5.2 recommends."""
+    match = _CONTENT_TYPE.match(value or b"")
+    if not match:
+        return default, {}
+    params = {}
+    for name, quoted, plain in _PARAMETER.findall(value, match.end()):
+        params.setdefault(name.lower(), re.sub(rb"\\(.)", rb"\1", quoted) if quoted else plain)
+    return (match.group(1) + b"/" + match.group(2)).lower(), params
+
+
+def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """The body parts between delimiter lines (RFC 2046 section 5.1.1). The preamble and
+    the epilogue are dropped, and a missing close-delimiter ends the last part at the end."""
+    delimiter = re.compile(rb"(?m)^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$")
+    parts, start = [], None
+    for match in delimiter.finditer(body):
+        if start is not None:
+            part = body[start:match.start()]  # the line break before a delimiter is its own
+            cut = 2 if part.endswith(b"\r\n") else 1 if part.endswith(b"\n") else 0
+            parts.append(part[:len(part) - cut])
+        if match.group(1):
+            return parts
+        start = match.end() + 1
+    if start is not None:
+        parts.append(body[start:])
+    return parts
+
+
+def _body_text(body: bytes, encoding: bytes, charset: bytes | None) -> str | None:
+    encoding = encoding.strip().lower()
+    if encoding == b"base64":
+        body = _base64(body)
+    elif encoding == b"quoted-printable":
+        body = binascii.a2b_qp(body)
+    elif encoding not in _IDENTITY_ENCODINGS:
+        return None
+    return _to_str(body, charset.decode("ascii", "replace") if charset else None)
