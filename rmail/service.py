@@ -27,6 +27,7 @@ from rmail import config as rconfig
 from rmail.auth import Authenticator
 from rmail.delivery import MailPolicy
 from rmail.directory import Directory, DirectoryError
+from rmail.imap.factory import IMAPFactory
 from rmail.smtp.factory import SMTPFactory
 from rmail.smtp.server import MX, SUBMISSION
 from rmail.store import open_store
@@ -42,6 +43,8 @@ LISTENERS = {
     "smtp": ("SMTP", False),
     "submission": ("submission (STARTTLS)", False),
     "submissions": ("submission (TLS)", True),
+    "imap": ("IMAP (STARTTLS)", False),
+    "imaps": ("IMAP (TLS)", True),
 }
 
 
@@ -77,6 +80,9 @@ class RmailService(service.MultiService):
             "submissions": SMTPFactory(SUBMISSION, self.settings, self.policy, self.store,
                                        self.authenticator, self.tls, implicit_tls=True,
                                        clock=clock),
+            "imap": IMAPFactory(self.settings, self.store, self.authenticator, self.tls),
+            "imaps": IMAPFactory(self.settings, self.store, self.authenticator, self.tls,
+                                 implicit_tls=True),
         }
         self.ports = {}
         self._watcher = None
@@ -184,7 +190,8 @@ class RmailService(service.MultiService):
         yield self._stop_listening()
         log.info("rmail: stopping: listeners closed; finishing {n} SMTP sessions in flight",
                  n=sum(len(f.sessions) for f in self.factories.values()))
-        yield defer.gatherResults([f.shut_down() for f in self.factories.values()])
+        yield defer.gatherResults([defer.maybeDeferred(f.shut_down)
+                                   for f in self.factories.values()])
         yield defer.maybeDeferred(super().stopService)
         yield self.store.close()
         log.info("rmail: stopped")

@@ -1,0 +1,64 @@
+"""Folder names on the wire: modified UTF-7 (RFC 3501 5.1.3) and LIST patterns (6.3.8).
+
+The store keeps names as Unicode with ``/`` between levels; clients see them in
+modified UTF-7.  LIST's ``*`` matches across levels, ``%`` within one.
+"""
+
+import re
+
+import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
+
+from rmail.store import names
+
+SEPARATOR = names.SEPARATOR.encode()
+
+
+class BadName(Exception):
+    pass
+
+
+def decode(wire: bytes) -> str:
+    """A mailbox name from the client, as the store's canonical name."""
+    try:
+        text = wire.decode("imap4-utf-7")
+    except (UnicodeDecodeError, ValueError):
+        raise BadName("the mailbox name is not valid modified UTF-7")
+    try:
+        return names.folder_name(text)
+    except Exception as e:
+        raise BadName(str(e))
+
+
+def encode(name: str) -> bytes:
+    return name.encode("imap4-utf-7")
+
+
+def quoted(name: str) -> bytes:
+    wire = encode(name)
+    return b'"' + wire.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def pattern(reference: bytes, mailbox: bytes) -> re.Pattern:
+    """The regex that LIST ``reference mailbox`` selects (on wire-encoded names)."""
+    full = reference + mailbox if not mailbox.startswith(SEPARATOR) else mailbox
+    out = []
+    for c in full.decode("latin-1"):
+        if c == "*":
+            out.append(".*")
+        elif c == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(c))
+    regex = "".join(out)
+    if full[:5].upper() == b"INBOX":  # INBOX is case-insensitive
+        regex = "(?i:" + re.escape("INBOX") + ")" + "".join(out[5:])
+    return re.compile(regex, re.DOTALL)
+
+
+def attributes(folder, all_names) -> bytes:
+    prefix = folder.name + names.SEPARATOR
+    children = any(other.startswith(prefix) for other in all_names)
+    attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
+    if folder.special_use:
+        attrs.append(folder.special_use)
+    return ("(" + " ".join(attrs) + ")").encode()

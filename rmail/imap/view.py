@@ -1,0 +1,142 @@
+"""One session's view of its selected folder: sequence numbers, flags, pending changes.
+
+RFC 3501 7.4.1: a session's sequence numbers change only when the server tells it,
+and an EXPUNGE may not be sent while a FETCH, STORE or SEARCH (by sequence number) is
+answered.  So changes from the store's hub (other sessions, SMTP, HTTP) are queued
+here and announced at a command boundary (or at once while IDLE): EXPUNGEs first,
+then EXISTS, then changed FLAGS.  The view's UID list is what sequence numbers mean.
+
+Reactor thread only.
+"""
+
+import bisect
+
+from rmail.store import hub as changes
+
+
+class SelectedFolder:
+    def __init__(self, name, status, infos, readonly, recent_uids=()):
+        self.name = name
+        self.uidvalidity = status.uidvalidity
+        self.uidnext = status.uidnext
+        self.readonly = readonly
+        self.uids = [info.uid for info in infos]
+        self.flags = {info.uid: info.flags for info in infos}
+        self.recent = set(recent_uids)
+        self._expunged = set()
+        self._added = set()
+        self._flag_changes = {}
+        self.on_change = None  # called when something is pending (IDLE pushes it at once)
+
+    # -- sequence numbers ---------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq(self, uid: int):
+        i = bisect.bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def resolve(self, id_list, uid: bool) -> list[int]:
+        """The UIDs a sequence set (or UID set, when *uid*) names, in UID order.
+
+        ``*`` is the highest sequence number / UID (RFC 3501 6.4.8: a UID range naming
+        only UIDs above the highest still includes the highest)."""
+        if not self.uids:
+            return []
+        if uid:
+            wanted = []
+            for start, end in _ranges(id_list, self.uids[-1]):
+                lo = bisect.bisect_left(self.uids, start)
+                hi = bisect.bisect_right(self.uids, end)
+                wanted.extend(self.uids[lo:hi])
+            return sorted(set(wanted))
+        result = set()
+        for start, end in _ranges(id_list, len(self.uids)):
+            if start < 1 or end > len(self.uids):
+                raise IndexError("no such message")
+            result.update(self.uids[start - 1:end])
+        return sorted(result)
+
+    # -- changes from the hub ---------------------------------------------------------
+
+    def receive(self, change):
+        if change.kind == changes.ADDED:
+            self._added.update(u for u in change.uids if u not in self.flags)
+        elif change.kind == changes.EXPUNGED:
+            self._expunged.update(u for u in change.uids if u in self.flags)
+        elif change.kind == changes.FLAGS:
+            for uid, flags in change.flags.items():
+                if uid in self.flags or uid in self._added:
+                    self._flag_changes[uid] = flags
+        else:
+            return
+        if self.on_change is not None:
+            self.on_change()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._expunged or self._added or self._flag_changes)
+
+    def flush(self, allow_expunge=True, new_flags=None) -> list[bytes]:
+        """The untagged responses for what changed since the last flush; applies them."""
+        lines = []
+        if allow_expunge and self._expunged:
+            for uid in sorted(self._expunged, reverse=True):
+                seq = self.seq(uid)
+                if seq is not None:
+                    del self.uids[seq - 1]
+                    self.flags.pop(uid, None)
+                    self.recent.discard(uid)
+                    lines.append(b"%d EXPUNGE" % seq)
+            self._expunged.clear()
+        if self._added:
+            for uid in sorted(self._added):
+                if not self.uids or uid > self.uids[-1]:
+                    self.uids.append(uid)
+                    self.flags[uid] = self._flag_changes.pop(uid, frozenset())
+                    self.uidnext = max(self.uidnext, uid + 1)
+            self._added.clear()
+            lines.append(b"%d EXISTS" % len(self.uids))
+        for uid, flags in sorted(self._flag_changes.items()):
+            if uid in self.flags and self.flags[uid] != flags:
+                self.flags[uid] = flags
+                lines.append(b"%d FETCH (FLAGS %s)" % (self.seq(uid), self.flag_list(uid)))
+        self._flag_changes.clear()
+        return lines
+
+    def set_flags(self, uid, flags):
+        """Record flags this session changed itself (so the hub's echo announces nothing)."""
+        if uid in self.flags:
+            self.flags[uid] = flags
+        self._flag_changes.pop(uid, None)
+
+    def remove(self, uids) -> list[bytes]:
+        """Messages this session expunged or moved away: EXPUNGE lines, highest first."""
+        lines = []
+        for uid in sorted(uids, reverse=True):
+            seq = self.seq(uid)
+            if seq is not None:
+                del self.uids[seq - 1]
+                self.flags.pop(uid, None)
+                self.recent.discard(uid)
+                lines.append(b"%d EXPUNGE" % seq)
+            self._expunged.discard(uid)
+        return lines
+
+    def flag_list(self, uid) -> bytes:
+        flags = sorted(self.flags.get(uid, ()), key=lambda f: (not f.startswith("\\"), f))
+        if uid in self.recent:
+            flags.insert(sum(f.startswith("\\") for f in flags), "\\Recent")
+        return b"(" + " ".join(flags).encode() + b")"
+
+
+def _ranges(id_list, last):
+    """(start, end) pairs of a Twisted MessageSet, '*' resolved to *last*."""
+    for start, end in id_list.ranges:
+        start = last if start is None else start
+        end = last if end is None else end
+        if start > end:
+            start, end = end, start
+        yield start, end

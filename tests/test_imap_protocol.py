@@ -1,0 +1,258 @@
+"""IMAP protocol behaviour the stock Twisted server gets wrong (TWISTED.md 14-24), and bad input."""
+
+import imaplib
+import socket
+
+import pytest
+
+from tests.harness import TIMEOUT, client_tls
+
+
+class Raw:
+    """A raw IMAP connection: send lines, read lines."""
+
+    def __init__(self, port, tls=False):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        if tls:
+            self.sock = client_tls().wrap_socket(self.sock)
+        self.f = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def line(self) -> bytes:
+        data = self.f.readline()
+        if not data:
+            raise ConnectionError("closed")
+        return data
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def until(self, tag: bytes) -> list[bytes]:
+        """Every line up to and including the tagged response for *tag*."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                return lines
+
+    def login(self, user=b"alice@example.com", password=b"alice-pw"):
+        self.send(b"l1 LOGIN " + user + b" " + password + b"\r\n")
+        assert self.until(b"l1")[-1].startswith(b"l1 OK")
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+def test_starttls_discards_commands_pipelined_before_the_handshake(server):
+    raw = Raw(server.port("imap"))
+    raw.send(b"b STARTTLS\r\nc LOGIN alice@example.com alice-pw\r\nd SELECT INBOX\r\n")
+    assert raw.line().startswith(b"b OK")
+    raw.sock = client_tls().wrap_socket(raw.sock)
+    raw.f = raw.sock.makefile("rb")
+    raw.send(b"e CAPABILITY\r\n")
+    lines = raw.until(b"e")
+    assert lines[0].startswith(b"* CAPABILITY") and lines[-1].startswith(b"e OK")
+    raw.send(b"f SELECT INBOX\r\n")
+    assert raw.until(b"f")[-1].startswith(b"f BAD")  # still not logged in
+    raw.close()
+
+
+def test_literal_plus_is_read_as_data_not_as_a_command(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    message = b"l3 DELETE Trash\r\nX: y\r\n"
+    raw.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (len(message), message))
+    assert raw.until(b"a")[-1].startswith(b"a OK [APPENDUID ")
+    raw.send(b"s LIST \"\" Trash\r\n")
+    assert b'"Trash"' in b"".join(raw.until(b"s"))
+    raw.close()
+    (_, _, data), = server.messages("alice@example.com")
+    assert data == message
+
+
+def test_append_literal_over_the_limit_is_refused_before_reading(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"a APPEND INBOX {99999999999}\r\n")
+    reply = raw.line()
+    assert reply.startswith(b"a NO [TOOBIG]")
+    raw.send(b"n NOOP\r\n")
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
+    raw.close()
+    assert server.messages("alice@example.com") == []
+
+
+def test_negative_or_malformed_literal_sizes_are_bad(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"a APPEND INBOX {-100}\r\n")
+    assert raw.line().startswith(b"a BAD")
+    raw.send(b"n NOOP\r\n")
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
+    raw.close()
+
+
+def test_append_to_a_missing_folder_is_trycreate(server):
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    status, data = imap.append("Nope", None, None, b"Subject: x\r\n\r\ny\r\n")
+    assert status == "NO" and b"TRYCREATE" in data[0]
+    imap.logout()
+
+
+def test_append_without_flags_and_appenduid(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"a APPEND INBOX {7}\r\n")
+    assert raw.line().startswith(b"+")
+    raw.send(b"X: y\r\n\r\n")
+    reply = raw.until(b"a")[-1]
+    assert reply.startswith(b"a OK [APPENDUID ") and b" 1] " in reply
+    raw.close()
+
+
+def test_idle_ends_only_on_done(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+    raw.send(b"j IDLE\r\n")
+    assert raw.line() == b"+ idling\r\n"
+    raw.send(b"k NOOP\r\n")
+    assert raw.line().startswith(b"j BAD")
+    raw.send(b"m NOOP\r\n")
+    assert raw.until(b"m")[-1] == b"m OK NOOP completed\r\n"
+    raw.close()
+
+
+def test_status_with_an_unknown_item_is_bad(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s STATUS INBOX (MESSAGES FOO)\r\n")
+    assert raw.until(b"s")[-1].startswith(b"s BAD")
+    raw.send(b"t STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN RECENT)\r\n")
+    lines = raw.until(b"t")
+    assert lines[0].startswith(b'* STATUS "INBOX" (MESSAGES 0 UIDNEXT 1 UIDVALIDITY ')
+    raw.close()
+
+
+def test_select_reports_uidnext_permanentflags_and_uidvalidity(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    text = b"".join(raw.until(b"s"))
+    assert b"* OK [UIDNEXT 1]" in text and b"* OK [UIDVALIDITY " in text
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]" in text
+    assert b"s OK [READ-WRITE] SELECT completed" in text
+    raw.send(b"n SELECT Nope\r\n")
+    assert raw.until(b"n")[-1].startswith(b"n NO")
+    raw.close()
+
+
+@pytest.mark.parametrize("name", [b'"a/../b"', b'"../etc"', b"{3}\r\na\x01b", b'"a//b"'])
+def test_bad_folder_names_are_refused_with_no(server, name):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"c CREATE " + name + b"\r\n")
+    assert raw.until(b"c")[-1].startswith(b"c NO")
+    raw.close()
+
+
+def test_bad_sequence_set_and_unknown_command(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\nf FETCH 1:x FLAGS\r\nu FOO\r\nn NOOP\r\n")
+    raw.until(b"s")
+    assert raw.until(b"f")[-1].startswith(b"f BAD")
+    assert raw.until(b"u")[-1].startswith(b"u BAD")
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
+    raw.close()
+
+
+def test_long_command_line_is_bad_and_connection_survives(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+    raw.send(b"f UID FETCH " + b"1," * 40000 + b"1 FLAGS\r\n")
+    assert raw.line().startswith(b"f BAD")
+    raw.send(b"n NOOP\r\n")
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
+    raw.close()
+
+
+def test_disconnect_mid_literal_changes_nothing(server):
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"a APPEND INBOX {1000}\r\n")
+    assert raw.line().startswith(b"+")
+    raw.send(b"Subject: partial\r\n")
+    raw.close()
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    assert imap.select("INBOX") == ("OK", [b"0"])
+    imap.logout()
+
+
+def test_sessions_leave_no_listeners_behind(server):
+    hub = server.store.hub
+    for _ in range(5):
+        imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+        imap.login("alice@example.com", "alice-pw")
+        imap.select("INBOX")
+        imap.logout()
+    for _ in range(3):
+        raw = Raw(server.port("imap"))
+        raw.login()
+        raw.send(b"s SELECT INBOX\r\n")
+        raw.until(b"s")
+        raw.close()  # dropped without LOGOUT
+    server.wait_for(lambda: hub.listener_count("alice@example.com", "INBOX") == 0,
+                    "listeners to go away")
+
+
+def test_two_sessions_see_each_others_flags_and_expunges(server):
+    imap_a = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap_a.login("alice@example.com", "alice-pw")
+    for i in range(3):
+        imap_a.append("INBOX", None, None, b"Subject: %d\r\n\r\nx\r\n" % i)
+    imap_a.select("INBOX")
+    imap_b = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap_b.login("alice@example.com", "alice-pw")
+    imap_b.select("INBOX")
+    imap_a.store("2", "+FLAGS", "\\Flagged")
+    imap_a.store("1", "+FLAGS", "\\Deleted")
+    imap_a.expunge()
+    status, _ = imap_b.noop()
+    assert imap_b.untagged_responses.pop("EXPUNGE") == [b"1"]
+    fetches = imap_b.untagged_responses.pop("FETCH", [])
+    assert any(b"FLAGS (\\Flagged" in f for f in fetches)
+    # After the EXPUNGE, B's sequence numbers match A's.
+    status, data = imap_b.fetch("1", "(UID)")
+    assert data == [b"1 (UID 2)"]
+    imap_a.logout()
+    imap_b.logout()
+
+
+def test_logindisabled_without_tls_when_plaintext_is_off(tmp_path):
+    from tests.conftest import in_reactor
+    from tests.harness import Server
+    srv = Server(tmp_path, in_reactor, imap__allow_plaintext_auth=False)
+    srv.start()
+    try:
+        imap = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+        assert "LOGINDISABLED" in imap.capabilities
+        try:
+            imap.login("alice@example.com", "alice-pw")
+        except imaplib.IMAP4.error:
+            pass
+        else:
+            raise AssertionError("LOGIN accepted in clear")
+        imap.starttls(ssl_context=client_tls())
+        assert imap.login("alice@example.com", "alice-pw")[0] == "OK"
+        imap.logout()
+    finally:
+        srv.stop()
+
