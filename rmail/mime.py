@@ -180,12 +180,14 @@ class _Lexer:
         """Skip whitespace and comments (CFWS)."""
         d, end = self.d, self.end
         while True:
-            self.p = _LWSP.match(d, self.p).end()
             if self.p >= end:
                 return 0
-            if d[self.p] != 40:
+            c = d[self.p]
+            if c in (32, 9, 13, 10):
+                self.p = _LWSP.match(d, self.p).end()
+            elif c != 40:
                 return 1
-            if self._skip_comment() < 0:
+            elif self._skip_comment() < 0:
                 return -1
 
     def _skip_comment(self) -> int:

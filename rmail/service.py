@@ -27,6 +27,7 @@ from rmail import config as rconfig
 from rmail.auth import Authenticator
 from rmail.delivery import MailPolicy
 from rmail.directory import Directory, DirectoryError
+from rmail.imap import fetch as fetching
 from rmail.imap.factory import IMAPFactory
 from rmail.smtp.factory import SMTPFactory
 from rmail.smtp.server import MX, SUBMISSION
@@ -65,7 +66,7 @@ class RmailService(service.MultiService):
         self.settings = Settings(config)
         self.clock = clock
         self.directory = Directory(config.mail_root_path, config.domains)
-        self.store = open_store(config)
+        self.store = open_store(config, describe=fetching.describe)
         self.authenticator = Authenticator(self.directory, clock)
         self.policy = MailPolicy(self.settings, self.directory, self.store)
         try:

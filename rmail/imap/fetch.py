@@ -34,8 +34,25 @@ def parse(query: bytes):
     return parser.result
 
 
-def needs_file(items) -> bool:
-    return any(item.type in _FILE_ITEMS for item in items)
+def describe(raw: bytes) -> tuple:
+    """What the store keeps per message at delivery: (ENVELOPE, BODY, BODYSTRUCTURE)."""
+    return mime.envelope(raw), mime.bodystructure(raw, False), mime.bodystructure(raw, True)
+
+
+_CACHED = {"envelope": "envelope", "bodystructure": "bodystructure"}
+
+
+def needs_file(items, info) -> bool:
+    """Must this message's file be read, or does the index answer every item?"""
+    for item in items:
+        if item.type not in _FILE_ITEMS:
+            continue
+        if item.type in _CACHED and getattr(info, _CACHED[item.type]) is not None:
+            continue
+        if _is_structure(item) and info.body is not None:
+            continue
+        return True
+    return False
 
 
 def sets_seen(items) -> bool:
@@ -106,9 +123,9 @@ def render(items, info, flags: bytes, raw: bytes | None, uid: bool, seen_now=Fal
         elif kind == "rfc822size":
             out.append(b"RFC822.SIZE %d" % info.size)
         elif kind == "envelope":
-            out.append(b"ENVELOPE " + mime.envelope(raw))
+            out.append(b"ENVELOPE " + (info.envelope or mime.envelope(raw)))
         elif kind == "bodystructure":
-            out.append(b"BODYSTRUCTURE " + mime.bodystructure(raw, True))
+            out.append(b"BODYSTRUCTURE " + (info.bodystructure or mime.bodystructure(raw, True)))
         elif kind == "rfc822":
             out.append(b"RFC822 " + literal(raw))
         elif kind == "rfc822header":
@@ -116,7 +133,7 @@ def render(items, info, flags: bytes, raw: bytes | None, uid: bool, seen_now=Fal
         elif kind == "rfc822text":
             out.append(b"RFC822.TEXT " + literal(mime.section(raw, (), "TEXT")))
         elif _is_structure(item):
-            out.append(b"BODY " + mime.bodystructure(raw, False))
+            out.append(b"BODY " + (info.body or mime.bodystructure(raw, False)))
         else:
             data = _section_bytes(raw, item)
             label = b"BODY[" + section_label(item) + b"]"

@@ -670,12 +670,13 @@ class IMAPServer(imap4.IMAP4Server):
         @defer.inlineCallbacks
         def send(result):
             infos, seen_now = result
-            with_file = fetching.needs_file(items)
             for info in infos:
                 seq = view.seq(info.uid)
                 if seq is None or self._closing:
                     continue
-                raw = (yield threads.deferToThread(_read, info.path)) if with_file else None
+                raw = None
+                if fetching.needs_file(items, info):
+                    raw = yield threads.deferToThread(_read, info.path)
                 data = fetching.render(items, info, view.flag_list(info.uid), raw, uid,
                                        seen_now=info.uid in seen_now)
                 self.transport.write(b"* %d FETCH " % seq + data + b"\r\n")

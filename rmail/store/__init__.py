@@ -4,7 +4,10 @@ from rmail.store.hub import ChangeHub
 from rmail.store.shard import ShardStore
 
 
-def open_store(config, hub=None):
-    """The IMailStore that ``storage.backend`` names (not yet opened)."""
+def open_store(config, hub=None, describe=None):
+    """The IMailStore that ``storage.backend`` names (not yet opened).
+
+    *describe* (raw message -> summary tuple) is computed once per delivered message and
+    kept in the index; see rmail.imap.fetch.describe."""
     backends = {"shard": ShardStore}
-    return backends[config.storage.backend](config.mail_root_path, hub or ChangeHub())
+    return backends[config.storage.backend](config.mail_root_path, hub or ChangeHub(), describe)

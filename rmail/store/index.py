@@ -18,7 +18,7 @@ from rmail.store.interfaces import (
     FolderExists, FolderInfo, FolderNotDeletable, NoSuchFolder,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS messages_file ON messages(file);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS summaries (
+    file TEXT PRIMARY KEY,
+    envelope BLOB,
+    body BLOB,
+    bodystructure BLOB
+) WITHOUT ROWID;
 """
 
 
@@ -176,13 +182,17 @@ class ShardIndex:
     # -- messages -------------------------------------------------------------
 
     def add(self, entries) -> list[int]:
-        """Index new files: entries of (folder, file, size, flags, internaldate); one UID each.
+        """Index new files: entries of (folder, file, size, flags, internaldate, summary);
+        one UID each.  *summary* is (envelope, body, bodystructure) or None.
 
         The caller wraps this in a transaction together with the rest of its batch.
         """
         uids = []
-        for folder, file, size, flags, internaldate in entries:
+        for folder, file, size, flags, internaldate, summary in entries:
             folder_id, uid = self._take_uid(folder)
+            if summary is not None:
+                self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
+                                "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary))
             self.db.execute(
                 "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -199,11 +209,13 @@ class ShardIndex:
         return row[0], row[3]
 
     def messages(self, folder: str, uids=None) -> list[tuple]:
-        """Rows (uid, flags text, size, internaldate, file) in UID order."""
+        """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure)
+        in UID order; the last three are None when not computed."""
         folder_id = self.folder_id(folder)
         rows = self.db.execute(
-            "SELECT uid, flags, size, internaldate, file FROM messages "
-            "WHERE folder_id = ? ORDER BY uid", (folder_id,)).fetchall()
+            "SELECT m.uid, m.flags, m.size, m.internaldate, m.file, s.envelope, s.body, "
+            "s.bodystructure FROM messages m LEFT JOIN summaries s ON s.file = m.file "
+            "WHERE m.folder_id = ? ORDER BY m.uid", (folder_id,)).fetchall()
         if uids is None:
             return rows
         wanted = set(uids)
@@ -261,8 +273,11 @@ class ShardIndex:
             return pairs
 
     def unreferenced(self, files) -> list[str]:
-        return [f for f in set(files) if self.db.execute(
+        """The files no row names any more (their summaries go too): to unlink after commit."""
+        gone = [f for f in set(files) if self.db.execute(
             "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (f,)).fetchone() is None]
+        self.db.executemany("DELETE FROM summaries WHERE file = ?", [(f,) for f in gone])
+        return gone
 
     def files(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT DISTINCT file FROM messages")}
@@ -274,6 +289,7 @@ class ShardIndex:
                 "SELECT f.name, m.uid FROM messages m JOIN folders f ON f.id = m.folder_id "
                 "WHERE m.file = ?", (file,)).fetchall()
             self.db.execute("DELETE FROM messages WHERE file = ?", (file,))
+            self.db.execute("DELETE FROM summaries WHERE file = ?", (file,))
             return rows
 
 

@@ -63,6 +63,11 @@ class MessageInfo:
     size: int
     internaldate: float  # seconds since the epoch
     path: str  # the message file; read it from a thread
+    # Computed once at delivery by the store's describer (None when not available):
+    # IMAP's ENVELOPE, BODY and BODYSTRUCTURE, so list views never open the file.
+    envelope: Optional[bytes] = None
+    body: Optional[bytes] = None
+    bodystructure: Optional[bytes] = None
 
 
 class IMessageWriter(Interface):

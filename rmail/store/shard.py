@@ -61,8 +61,9 @@ class _Entry:
 
 @implementer(IUserStore)
 class Shard:
-    def __init__(self, root: str, address: str, hub: changes.ChangeHub):
+    def __init__(self, root: str, address: str, hub: changes.ChangeHub, describe=None):
         self.root = root
+        self.describe = describe
         self.address = address
         self.hub = hub
         self.messages_dir = os.path.join(root, "messages")
@@ -212,6 +213,7 @@ class Shard:
                 results[i] = err
                 continue
             placed.append(i)
+        summaries = {i: self._summary(batch[i]) for i in placed}
         try:
             if placed:
                 durable.fsync_dir(self.messages_dir)
@@ -220,7 +222,8 @@ class Shard:
                     e = batch[i]
                     try:
                         (uid,) = self._index.add(
-                            [(e.folder, os.path.basename(e.path), e.size, e.flags, e.internaldate)])
+                            [(e.folder, os.path.basename(e.path), e.size, e.flags,
+                              e.internaldate, summaries[i])])
                         results[i] = uid
                     except StoreError as err:
                         results[i] = err
@@ -231,6 +234,18 @@ class Shard:
         self._unlink([os.path.basename(batch[i].path) for i in placed
                       if isinstance(results[i], Exception)])
         return results
+
+    def _summary(self, entry):
+        """What the describer computes once for a new message (None without one, or on error)."""
+        if self.describe is None:
+            return None
+        try:
+            with open(os.path.join(self.messages_dir, os.path.basename(entry.path)), "rb") as f:
+                return self.describe(f.read())
+        except Exception:
+            log.failure("store: {address}: cannot describe {name}", address=self.address,
+                        name=os.path.basename(entry.path))
+            return None
 
     def _batch_done(self, results, batch):
         self._committing = False
@@ -263,8 +278,8 @@ class Shard:
         def read(name):
             rows = self._index.messages(name, uids)
             return [MessageInfo(uid, names.parse_flags_text(flags), size, date,
-                                os.path.join(self.messages_dir, file))
-                    for uid, flags, size, date, file in rows]
+                                os.path.join(self.messages_dir, file), envelope, body, structure)
+                    for uid, flags, size, date, file, envelope, body, structure in rows]
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
@@ -337,8 +352,9 @@ class Shard:
 
 @implementer(IMailStore)
 class ShardStore:
-    def __init__(self, mail_root: str, hub=None):
+    def __init__(self, mail_root: str, hub=None, describe=None):
         self.mail_root = mail_root
+        self.describe = describe  # raw bytes -> (envelope, body, bodystructure), at delivery
         self.spool_dir = os.path.join(mail_root, "spool")
         self.hub = hub or changes.ChangeHub()
         self._shards: dict[str, Shard] = {}
@@ -366,7 +382,8 @@ class ShardStore:
         address = address.lower()
         shard = self._shards.get(address)
         if shard is None:
-            shard = self._shards[address] = Shard(self.shard_path(address), address, self.hub)
+            shard = self._shards[address] = Shard(self.shard_path(address), address, self.hub,
+                                                  self.describe)
         return shard
 
     def deliver(self, message, addresses, folder=names.INBOX):
