@@ -256,3 +256,21 @@ def test_logindisabled_without_tls_when_plaintext_is_off(tmp_path):
     finally:
         srv.stop()
 
+
+
+def test_append_with_bare_newlines_is_stored_crlf_so_sizes_agree(server):
+    """A raw APPEND with bare LF/CR (imaplib would fix them itself) is stored CRLF."""
+    message = b"Subject: lf\n\nline one\nline two\rend\n"
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (len(message), message))
+    assert raw.until(b"a")[-1].startswith(b"a OK")
+    raw.close()
+    (_, _, stored), = server.messages("alice@example.com")
+    assert stored == b"Subject: lf\r\n\r\nline one\r\nline two\r\nend\r\n"
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    imap.select("INBOX")
+    status, data = imap.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+    assert data[0][1] == stored and b"RFC822.SIZE %d" % len(stored) in data[0][0]
+    imap.logout()

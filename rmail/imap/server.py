@@ -20,6 +20,7 @@ TWISTED.md records on the stock class:
 
 import base64
 import binascii
+import re
 import secrets
 from email.utils import parsedate_tz, mktime_tz
 
@@ -41,6 +42,7 @@ from rmail.store.interfaces import (
 
 log = Logger(namespace="rmail.imap")
 
+_BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
 SYSTEM_FLAGS = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
 # Commands whose answers must not carry EXPUNGE (RFC 3501 7.4.1).
@@ -500,6 +502,9 @@ class IMAPServer(imap4.IMAP4Server):
                 return self.sendBadResponse(tag, b"Bad date-time")
             when = mktime_tz(parsed)
         flag_names = [f.decode("utf-8", "replace") for f in flags or ()]
+        if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
+            # Stored messages are CRLF throughout, so RFC822.SIZE is the size of BODY[].
+            data = _BARE_NEWLINE.sub(b"\r\n", data)
         writer = self.factory.store.new_message()
         writer.write(data)
         d = writer.finish()
