@@ -274,3 +274,34 @@ def test_append_with_bare_newlines_is_stored_crlf_so_sizes_agree(server):
     status, data = imap.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
     assert data[0][1] == stored and b"RFC822.SIZE %d" % len(stored) in data[0][0]
     imap.logout()
+
+
+def test_large_fetch_waits_for_a_slow_reader(server):
+    """FETCH 1:* BODY[] of 40 x 1 MB to a client that does not read: the server stops
+    sending when the socket is full instead of buffering the whole mailbox in memory."""
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1000
+    for _ in range(40):
+        imap.append("INBOX", None, None, big)
+    imap.logout()
+    raw = Raw(server.port("imap"))
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+    raw.send(b"f FETCH 1:* BODY.PEEK[]\r\n")
+    sessions = server.service.factories["imap"].sessions
+    # The transport asked the FETCH to pause: the rest waits on disk, not in memory.
+    server.wait_for(lambda: any(s._drained is not None for s in sessions), "the FETCH to pause")
+    total = 0
+    while True:
+        line = raw.line()
+        if line.startswith(b"f "):
+            assert line.startswith(b"f OK")
+            break
+        if line.endswith(b"}\r\n"):
+            size = int(line[line.rindex(b"{") + 1:-3])
+            total += len(raw.f.read(size))
+    assert total == 40 * len(big)
+    raw.close()

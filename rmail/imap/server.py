@@ -223,6 +223,23 @@ class IMAPServer(imap4.IMAP4Server):
         self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error (session %s)"
                                   % self.session.encode())
 
+    # -- back-pressure while a FETCH streams (IPushProducer for the transport) -------
+
+    _drained = None
+
+    def pauseProducing(self):
+        if self._drained is None:
+            self._drained = defer.Deferred()
+
+    def resumeProducing(self):
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def stopProducing(self):
+        self._closing = True
+        self.resumeProducing()
+
     # -- literals inline (see framing.py) ---------------------------------------------------
 
     def _inline_literal(self, line):
@@ -675,16 +692,22 @@ class IMAPServer(imap4.IMAP4Server):
         @defer.inlineCallbacks
         def send(result):
             infos, seen_now = result
-            for info in infos:
-                seq = view.seq(info.uid)
-                if seq is None or self._closing:
-                    continue
-                raw = None
-                if fetching.needs_file(items, info):
-                    raw = yield threads.deferToThread(_read, info.path)
-                data = fetching.render(items, info, view.flag_list(info.uid), raw, uid,
-                                       seen_now=info.uid in seen_now)
-                self.transport.write(b"* %d FETCH " % seq + data + b"\r\n")
+            self.transport.registerProducer(self, True)
+            try:
+                for info in infos:
+                    seq = view.seq(info.uid)
+                    if seq is None or self._closing:
+                        continue
+                    raw = None
+                    if fetching.needs_file(items, info):
+                        raw = yield threads.deferToThread(_read, info.path)
+                    data = fetching.render(items, info, view.flag_list(info.uid), raw, uid,
+                                           seen_now=info.uid in seen_now)
+                    self.transport.write(b"* %d FETCH " % seq + data + b"\r\n")
+                    if self._drained is not None:
+                        yield self._drained  # the client reads slower than we send
+            finally:
+                self.transport.unregisterProducer()
             self.sendPositiveResponse(tag, b"FETCH completed")
         d.addCallback(send)
         d.addErrback(lambda f: self._fail(tag, f, b"FETCH"))
