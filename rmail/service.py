@@ -189,7 +189,7 @@ class RmailService(service.MultiService):
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         yield self._stop_listening()
-        log.info("rmail: stopping: listeners closed; finishing {n} SMTP sessions in flight",
+        log.info("rmail: stopping: listeners closed; finishing {n} sessions in flight",
                  n=sum(len(f.sessions) for f in self.factories.values()))
         yield defer.gatherResults([defer.maybeDeferred(f.shut_down)
                                    for f in self.factories.values()])

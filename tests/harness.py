@@ -137,10 +137,12 @@ class Process:
         self.output = b""
         self.ports = {}
         line = self.wait_for_output(rb"rmail: serving .*")
-        for name, port in re.findall(rb"(SMTP|submission \(STARTTLS\)|submission \(TLS\)) [\d.]+:(\d+)", line):
-            key = {b"SMTP": "smtp", b"submission (STARTTLS)": "submission",
-                   b"submission (TLS)": "submissions"}[name]
-            self.ports[key] = int(port)
+        keys = {b"SMTP": "smtp", b"submission (STARTTLS)": "submission",
+                b"submission (TLS)": "submissions", b"IMAP (STARTTLS)": "imap",
+                b"IMAP (TLS)": "imaps"}
+        for name, port in re.findall(rb"([A-Za-z]+(?: \([A-Z]+\))?) [\d.]+:(\d+)", line):
+            if name in keys:
+                self.ports[keys[name]] = int(port)
 
     def wait_for_output(self, pattern, timeout=TIMEOUT):
         """Read output until a line matches *pattern*; return that line."""

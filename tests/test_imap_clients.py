@@ -321,7 +321,7 @@ def _assert_same(server, folder, local, drop=(), keywords=False):
 
 def _local_message(tag: str, n: int) -> bytes:
     """A message written by the local side (LF line ends, as Maildir writers do)."""
-    return (f"Message-ID: <{tag}-{n}@local.rmail.test>\nDate: {email.utils.formatdate()}\n"
+    return (f"Message-ID: <{tag}-{n}@local.rmail.test>\nDate: {email.utils.formatdate(1_700_000_000 + n)}\n"
             f"From: Alice <alice@example.com>\nTo: bob@example.com\n"
             f"Subject: {tag} {n}: written locally, Grüße\nMIME-Version: 1.0\n"
             "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
@@ -400,8 +400,7 @@ def _assert_pushed(server, expected, before):
     for mid, data in new_data.items():
         tag, n = re.match(r"<(.*)-(\d+)@", mid).groups()
         assert b"\n" not in data.replace(b"\r\n", b""), f"{mid}: bare LF stored"
-        return_tool_headers = (b"X-TUID", b"X-OfflineIMAP")
-        assert _normal(data, return_tool_headers) == _normal(_local_message(tag, int(n))), mid
+        assert _normal(data, (b"X-TUID", b"X-OfflineIMAP")) == _normal(_local_message(tag, int(n))), mid
 
 
 def _snapshot(server, folders):

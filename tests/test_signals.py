@@ -184,3 +184,17 @@ def test_sighup_reloads_the_certificate(tmp_path):
         assert served_name() == "CN=new.example.com"
     finally:
         proc.stop()
+
+
+def test_sigterm_says_bye_to_imap_sessions(tmp_path):
+    """SIGTERM closes IMAP sessions with an untagged BYE, and the process exits 0."""
+    import imaplib
+    config = harness.write_config(tmp_path)
+    harness.add_users(config, {"alice@example.com": "pw"})
+    proc = Process(config)
+    imap = imaplib.IMAP4("127.0.0.1", proc.ports["imap"], timeout=TIMEOUT)
+    imap.login("alice@example.com", "pw")
+    imap.select("INBOX")
+    proc.signal(signal.SIGTERM)
+    assert imap.readline().startswith(b"* BYE")
+    assert proc.wait() == 0
