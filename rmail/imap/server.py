@@ -457,35 +457,77 @@ class IMAPServer(imap4.IMAP4Server):
     auth_SUBSCRIBE = select_SUBSCRIBE = (do_SUBSCRIBE, imap4.IMAP4Server.arg_finalastring)
     auth_UNSUBSCRIBE = select_UNSUBSCRIBE = (do_UNSUBSCRIBE, imap4.IMAP4Server.arg_finalastring)
 
-    def _list(self, tag, reference, pattern, subscribed_only):
-        verb = b"LSUB" if subscribed_only else b"LIST"
-        if not pattern:
+    def _list(self, tag, verb, reference, patterns, select=(), returns=()):
+        """LIST/LSUB, with RFC 5258's basic selection and return options as RFC 6154 uses
+        them: ``LIST (SPECIAL-USE) "" "*"`` and ``RETURN (SPECIAL-USE SUBSCRIBED)``."""
+        subscribed_only = verb == b"LSUB" or b"SUBSCRIBED" in select
+        special_only = b"SPECIAL-USE" in select
+        show_subscribed = b"SUBSCRIBED" in select or b"SUBSCRIBED" in returns
+        if patterns == [b""]:
             self.sendUntaggedResponse(verb + b' (\\Noselect) "/" ""')
             return self.sendPositiveResponse(tag, verb + b" completed")
-        regex = folders.pattern(reference, pattern)
+        regexes = [folders.pattern(reference, p) for p in patterns]
 
         def listed(infos):
             all_names = [f.name for f in infos]
             for info in infos:
-                if subscribed_only and not info.subscribed:
+                if (subscribed_only and not info.subscribed) or \
+                        (special_only and not info.special_use):
                     continue
-                if regex.fullmatch(folders.encode(info.name).decode("latin-1")):
-                    self.sendUntaggedResponse(
-                        verb + b" " + folders.attributes(info, all_names) + b' "/" '
-                        + folders.quoted(info.name))
+                wire = folders.encode(info.name).decode("latin-1")
+                if not any(r.fullmatch(wire) for r in regexes):
+                    continue
+                attrs = folders.attributes(info, all_names)
+                if show_subscribed and info.subscribed and verb == b"LIST":
+                    attrs = attrs[:-1] + b" \\Subscribed)"
+                self.sendUntaggedResponse(verb + b" " + attrs + b' "/" ' + folders.quoted(info.name))
             self.sendPositiveResponse(tag, verb + b" completed")
         self.mailstore.folders().addCallbacks(listed, lambda f: self._fail(tag, f, verb))
 
-    def do_LIST(self, tag, reference, pattern):
-        self._list(tag, reference, pattern, False)
+    def _list_args(self, line):
+        """``[(selection)] reference (pattern | (patterns)) [RETURN (options)]``."""
+        line = (line or b"").lstrip(b" ")
+        select = ()
+        if line.startswith(b"("):
+            close = line.find(b")")
+            if close < 0:
+                raise imap4.IllegalClientResponse("Mismatched parenthesis")
+            select, line = tuple(line[1:close].upper().split()), line[close + 1:]
+        reference, line = self.arg_astring(line)
+        line = line.lstrip(b" ")
+        if line.startswith(b"("):
+            close = line.find(b")")
+            if close < 0:
+                raise imap4.IllegalClientResponse("Mismatched parenthesis")
+            patterns, rest = [], line[1:close]
+            while rest.strip():
+                pattern, rest = self.arg_astring(rest)
+                patterns.append(pattern)
+            line = line[close + 1:]
+        else:
+            pattern, line = self.arg_astring(line)
+            patterns = [pattern]
+        returns = ()
+        line = line.strip()
+        if line[:6].upper() == b"RETURN":
+            options = line[6:].strip()
+            if not (options.startswith(b"(") and options.endswith(b")")):
+                raise imap4.IllegalClientResponse("RETURN needs a list of options")
+            returns, line = tuple(options[1:-1].upper().split()), b""
+        if line:
+            raise imap4.IllegalClientResponse("Too many arguments")
+        return (select, reference, patterns, returns), b""
 
-    def do_LSUB(self, tag, reference, pattern):
-        self._list(tag, reference, pattern, True)
+    def do_LIST(self, tag, args):
+        select, reference, patterns, returns = args
+        self._list(tag, b"LIST", reference, patterns, select, returns)
 
-    auth_LIST = select_LIST = (do_LIST, arg_astring,
-                               arg_astring)
-    auth_LSUB = select_LSUB = (do_LSUB, arg_astring,
-                               arg_astring)
+    def do_LSUB(self, tag, args):
+        _, reference, patterns, _ = args
+        self._list(tag, b"LSUB", reference, patterns)
+
+    auth_LIST = select_LIST = (do_LIST, _list_args)
+    auth_LSUB = select_LSUB = (do_LSUB, _list_args)
 
     def do_STATUS(self, tag, wire, items):
         name = self._name(tag, wire)
