@@ -42,6 +42,11 @@ def describe(raw: bytes) -> tuple:
 _CACHED = {"envelope": "envelope", "bodystructure": "bodystructure"}
 
 
+def wants_summary(items) -> bool:
+    """Do these items use what the index keeps per message (ENVELOPE, BODY, BODYSTRUCTURE)?"""
+    return any(item.type in _CACHED or _is_structure(item) for item in items)
+
+
 def needs_file(items, info) -> bool:
     """Must this message's file be read, or does the index answer every item?"""
     for item in items:

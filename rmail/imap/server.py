@@ -596,7 +596,8 @@ class IMAPServer(imap4.IMAP4Server):
         self._unselect()
         self.state = "auth"
         store = self.mailstore
-        d = defer.gatherResults([store.status(name), store.messages(name)], consumeErrors=True)
+        d = defer.gatherResults([store.status(name), store.messages(name, summaries=False)],
+                                consumeErrors=True)
 
         def selected(result):
             status, infos = result
@@ -715,7 +716,7 @@ class IMAPServer(imap4.IMAP4Server):
             return
         view = self.view
         mark_seen = fetching.sets_seen(items) and not view.readonly
-        d = self.mailstore.messages(view.name, uids)
+        d = self.mailstore.messages(view.name, uids, summaries=fetching.wants_summary(items))
         if mark_seen:
             unseen = [u for u in uids if names.SEEN not in view.flags.get(u, ())]
 
@@ -863,7 +864,7 @@ class IMAPServer(imap4.IMAP4Server):
         except search.SearchError as e:
             return self.sendBadResponse(tag, str(e).encode("utf-8", "replace"))
         view = self.view
-        d = self.mailstore.messages(view.name)
+        d = self.mailstore.messages(view.name, summaries=False)
 
         def evaluate(infos):
             records = [_SearchRecord(view, info) for info in infos if view.seq(info.uid)]

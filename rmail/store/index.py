@@ -208,24 +208,33 @@ class ShardIndex:
         self.db.execute("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?", (row[0],))
         return row[0], row[3]
 
-    def messages(self, folder: str, uids=None) -> list[tuple]:
+    def messages(self, folder: str, uids=None, summaries=True) -> list[tuple]:
         """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure)
-        in UID order; the last three are None when not computed."""
+        in UID order; the last three are None when not computed or not asked for."""
         folder_id = self.folder_id(folder)
-        rows = self.db.execute(
-            "SELECT m.uid, m.flags, m.size, m.internaldate, m.file, s.envelope, s.body, "
-            "s.bodystructure FROM messages m LEFT JOIN summaries s ON s.file = m.file "
-            "WHERE m.folder_id = ? ORDER BY m.uid", (folder_id,)).fetchall()
+        if summaries:
+            query = ("SELECT m.uid, m.flags, m.size, m.internaldate, m.file, s.envelope, s.body, "
+                     "s.bodystructure FROM messages m LEFT JOIN summaries s ON s.file = m.file "
+                     "WHERE m.folder_id = ? ORDER BY m.uid")
+        else:
+            query = ("SELECT uid, flags, size, internaldate, file, NULL, NULL, NULL "
+                     "FROM messages WHERE folder_id = ? ORDER BY uid")
         if uids is None:
-            return rows
-        wanted = set(uids)
-        return [r for r in rows if r[0] in wanted]
+            return self.db.execute(query, (folder_id,)).fetchall()
+        wanted = sorted(set(uids))
+        if len(wanted) <= 500:  # a few messages of a big folder: look them up by key
+            prefix = "m." if summaries else ""
+            query = query.replace(" ORDER BY", f" AND {prefix}uid IN ({','.join('?' * len(wanted))})"
+                                  " ORDER BY")
+            return self.db.execute(query, (folder_id, *wanted)).fetchall()
+        wanted = set(wanted)
+        return [r for r in self.db.execute(query, (folder_id,)) if r[0] in wanted]
 
     def set_flags(self, folder: str, uids, flags: frozenset, mode: str) -> dict:
         changed = {}
         with self.transaction():
             folder_id = self.folder_id(folder)
-            for uid, text, *_ in self.messages(folder, uids):
+            for uid, text, *_ in self.messages(folder, uids, summaries=False):
                 old = names.parse_flags_text(text)
                 new = flags if mode == "replace" else old | flags if mode == "add" else old - flags
                 changed[uid] = new
@@ -239,7 +248,7 @@ class ShardIndex:
         """Remove messages; return (UIDs removed, files no longer referenced)."""
         with self.transaction():
             folder_id = self.folder_id(folder)
-            rows = self.messages(folder, uids)
+            rows = self.messages(folder, uids, summaries=False)
             if only_deleted:
                 rows = [r for r in rows if names.DELETED in names.parse_flags_text(r[1])]
             self.db.executemany("DELETE FROM messages WHERE folder_id = ? AND uid = ?",

@@ -112,8 +112,9 @@ class IUserStore(Interface):
     def append(folder, message, flags=(), internaldate=None):
         """Deliver a finished IMessageWriter into *folder*; Deferred new UID."""
 
-    def messages(folder, uids=None):
-        """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist)."""
+    def messages(folder, uids=None, summaries=True):
+        """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);
+        without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None)."""
 
     def set_flags(folder, uids, flags, mode="replace"):
         """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""

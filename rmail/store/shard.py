@@ -274,9 +274,9 @@ class Shard:
 
     # -- messages -------------------------------------------------------------------
 
-    def messages(self, folder, uids=None):
+    def messages(self, folder, uids=None, summaries=True):
         def read(name):
-            rows = self._index.messages(name, uids)
+            rows = self._index.messages(name, uids, summaries)
             return [MessageInfo(uid, names.parse_flags_text(flags), size, date,
                                 os.path.join(self.messages_dir, file), envelope, body, structure)
                     for uid, flags, size, date, file, envelope, body, structure in rows]
