@@ -6,7 +6,7 @@ client's binary is missing.  Every client runs as a subprocess with HOME in the
 test's tmp_path and a timeout; the server is the in-process one of the ``server``
 fixture.
 
-Alice's mailbox is filled with about 230 varied messages (short and long, a few of
+Alice's mailbox is filled with 225 varied messages (short and long, a few of
 100 KB and more, MIME multiparts with attachments, raw 8-bit UTF-8 headers, encoded
 words, dot and "From " lines, an empty body), delivered both over SMTP and by IMAP
 APPEND, with system flags and keywords set by APPEND and by STORE, in INBOX, Sent,
@@ -20,6 +20,7 @@ checked on the server through the store; a last run must change nothing.
 import base64
 import email.header
 import email.utils
+import getpass
 import hashlib
 import imaplib
 import os
@@ -43,7 +44,6 @@ RUN_TIMEOUT = 240  # seconds for one run of a client over the whole mailbox
 SYSTEM = {"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"}
 MAILDIR_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
                    "T": "\\Deleted"}
-LETTER_OF = {v: k for k, v in MAILDIR_LETTERS.items()}
 KEYWORDS = {"a": "$Label1", "b": "Work"}  # offlineimap's customflag_a / customflag_b
 
 # (folder as the store names it, how many corpus messages it gets)
@@ -88,7 +88,8 @@ def _message(folder_tag: str, i: int, rng: random.Random, big: int = 0) -> bytes
             "MIME-Version: 1.0"]
     kind = i % 8
     if big:
-        head += ["From: Big Sender <big@example.net>", f"Subject: {folder_tag} {i}: large attachment",
+        head += ["From: Big Sender <big@example.net>",
+                 f"Subject: {folder_tag} {i}: large attachment",
                  'Content-Type: multipart/mixed; boundary="big-b"']
         body = ("--big-b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
                 "The attachment follows.\r\n--big-b\r\n"
@@ -138,7 +139,8 @@ def _message(folder_tag: str, i: int, rng: random.Random, big: int = 0) -> bytes
                 "    leading spaces and trailing ones   \r\n\ttab first\r\n"
                 + "x" * 990 + "\r\n" + "\r\n" * 3 + "last line\r\n")
     elif kind == 6:
-        head += ["From: Nested <nested@example.net>", f"Subject: {folder_tag} {i}: nested multiparts",
+        head += ["From: Nested <nested@example.net>",
+                 f"Subject: {folder_tag} {i}: nested multiparts",
                  'Content-Type: multipart/mixed; boundary="out-%d"' % i]
         inner = (f"Message-ID: <inner-{folder_tag}-{i}@corpus.rmail.test>\r\n"
                  "From: inner@example.org\r\nSubject: forwarded\r\n\r\nforwarded body\r\n")
@@ -203,8 +205,8 @@ def _populate(server):
                 by_smtp[_msgid(data)] = flags
                 continue
             when = imaplib.Time2Internaldate(1_600_000_000 + i * 86400) if i % 2 else None
-            status, reply = imap.append(_wire(folder), "(" + " ".join(flags) + ")" if flags else None,
-                                        when, data)
+            flag_list = "(" + " ".join(flags) + ")" if flags else None
+            status, reply = imap.append(_wire(folder), flag_list, when, data)
             assert status == "OK", (folder, i, reply)
     smtp.quit()
     server.wait_for(lambda: len(server.messages(ALICE)) == FOLDERS[0][1], "the SMTP deliveries")
@@ -240,14 +242,17 @@ def _msgid(data: bytes) -> str:
     return m.group(1).decode()
 
 
-def _normal(data: bytes, drop=()) -> bytes:
-    """Content compared across the sync: LF line ends, without the headers *drop* lists."""
+def _normal(data: bytes, drop=(), blank_lines=True) -> bytes:
+    """Content compared across the sync: LF line ends, without the headers *drop* lists,
+    and without blank lines unless *blank_lines*."""
     data = data.replace(b"\r\n", b"\n")
     if drop:
         head, sep, body = data.partition(b"\n\n")
         lines = [line for line in head.split(b"\n")
                  if not any(line.lower().startswith(d.lower() + b":") for d in drop)]
         data = b"\n".join(lines) + sep + body
+    if not blank_lines:
+        data = b"\n".join(line for line in data.split(b"\n") if line)
     return data
 
 
@@ -300,7 +305,7 @@ def _set_maildir_flags(path: str, flags) -> str:
     return new
 
 
-def _assert_same(server, folder, local, drop=(), keywords=False):
+def _assert_same(server, folder, local, drop=(), keywords=False, blank_lines=True):
     """The Maildir folder holds exactly the server's messages, same content and flags."""
     remote = _server_side(server, folder)
     assert sorted(local) == sorted(remote), (
@@ -312,7 +317,7 @@ def _assert_same(server, folder, local, drop=(), keywords=False):
         expected = flags if keywords else flags & SYSTEM
         if lflags != expected:
             wrong_flags.append((mid, sorted(expected), sorted(lflags)))
-        if _normal(ldata, drop) != _normal(data, drop):
+        if _normal(ldata, drop, blank_lines) != _normal(data, drop, blank_lines):
             wrong_data.append(mid)
     assert not wrong_flags, f"{folder}: flags differ (server, local): {wrong_flags[:5]}"
     assert not wrong_data, f"{folder}: content differs: {wrong_data[:5]}"
@@ -321,7 +326,8 @@ def _assert_same(server, folder, local, drop=(), keywords=False):
 
 def _local_message(tag: str, n: int) -> bytes:
     """A message written by the local side (LF line ends, as Maildir writers do)."""
-    return (f"Message-ID: <{tag}-{n}@local.rmail.test>\nDate: {email.utils.formatdate(1_700_000_000 + n)}\n"
+    date = email.utils.formatdate(1_700_000_000 + n)
+    return (f"Message-ID: <{tag}-{n}@local.rmail.test>\nDate: {date}\n"
             f"From: Alice <alice@example.com>\nTo: bob@example.com\n"
             f"Subject: {tag} {n}: written locally, Grüße\nMIME-Version: 1.0\n"
             "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
@@ -340,7 +346,7 @@ def _write_maildir_message(folder_dir, name, data, flags=None):
         os.rename(tmp, os.path.join(folder_dir, "cur", name + ":2," + "".join(sorted(flags))))
 
 
-def _local_changes(root, inbox_dir, folder_dir_of, keywords=None):
+def _local_changes(inbox_dir, folder_dir_of, keywords=None):
     """Flag changes in INBOX, new messages in INBOX and Archive, a new folder.
 
     Returns {folder: {Message-ID: expected flags on the server}} for what changed."""
@@ -349,9 +355,9 @@ def _local_changes(root, inbox_dir, folder_dir_of, keywords=None):
     expected = {"INBOX": {}, "Archive": {}, "Local/Notes": {}}
     changes = 0
     for n, mid in enumerate(mids):
-        flags, _, path = inbox[mid]
-        letters = {c for c in os.path.basename(path).rsplit(":2,", 1)[-1]
-                   if ":2," in os.path.basename(path)}
+        path = inbox[mid][2]
+        name = os.path.basename(path)
+        letters = set(name.rsplit(":2,", 1)[1]) if ":2," in name else set()
         new_letters = set(letters)
         if n % 6 == 1 and "S" not in letters:
             new_letters.add("S")  # read locally
@@ -379,7 +385,8 @@ def _local_changes(root, inbox_dir, folder_dir_of, keywords=None):
         _write_maildir_message(folder_dir_of("Local/Notes"), f"1700000002.notes{n}.rmailtest",
                                data, {"S", "F"} if n else None)
         expected["Local/Notes"][_msgid(data)] = {"S", "F"} if n else set()
-    return {folder: {mid: {MAILDIR_LETTERS[c] for c in letters} for mid, letters in items.items()}
+    return {folder: {mid: {MAILDIR_LETTERS[c] for c in letters if c in MAILDIR_LETTERS}
+                     for mid, letters in items.items()}
             for folder, items in expected.items()}
 
 
@@ -390,7 +397,7 @@ def _assert_pushed(server, expected, before):
         for mid, flags in items.items():
             assert mid in remote, f"{mid} did not reach {folder} on the server"
             got = remote[mid][0]
-            assert got & SYSTEM == flags, f"{folder} {mid}: server {sorted(got)}, want {sorted(flags)}"
+            assert got & SYSTEM == flags, f"{folder} {mid}: {sorted(got)}, want {sorted(flags)}"
             old = before.get(folder, {}).get(mid)
             if old is not None:  # keywords the client does not map are kept
                 assert got - SYSTEM == old[0] - SYSTEM, (mid, sorted(old[0]), sorted(got))
@@ -400,11 +407,8 @@ def _assert_pushed(server, expected, before):
     for mid, data in new_data.items():
         tag, n = re.match(r"<(.*)-(\d+)@", mid).groups()
         assert b"\n" not in data.replace(b"\r\n", b""), f"{mid}: bare LF stored"
-        assert _normal(data, (b"X-TUID", b"X-OfflineIMAP")) == _normal(_local_message(tag, int(n))), mid
-
-
-def _snapshot(server, folders):
-    return {folder: _server_side(server, folder) for folder in folders}
+        written = _normal(_local_message(tag, int(n)))
+        assert _normal(data, (b"X-TUID", b"X-OfflineIMAP")) == written, mid
 
 
 # -- mbsync (isync) -------------------------------------------------------------------------
@@ -426,6 +430,12 @@ def _run(argv, home, timeout=RUN_TIMEOUT):
                     f"{(e.stderr or b'').decode(errors='replace')[-3000:]}")
     output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
     return proc.returncode, output
+
+
+def _complaints(output: str) -> list:
+    """The lines of a client's output that report an error or a warning."""
+    return [line for line in output.splitlines()
+            if re.search(r"error|warning", line, re.I) and "running as root" not in line.lower()]
 
 
 def test_mbsync_syncs_both_ways(server, tmp_path):
@@ -468,13 +478,15 @@ CopyArrivalDate yes
     argv = [binary, "-c", str(rc_file), "-a"]
 
     code, output = _run(argv, tmp_path)
-    assert code == 0, output
+    assert code == 0 and not _complaints(output), output
     server_folders = _server_folders(server)
     assert server_folders >= {"INBOX", "Sent", "Drafts", "Trash", "Junk", "Archive",
                               "Projects/Alpha", "Café"}
-    # isync 1.4 keeps mailbox names as the wire spells them (modified UTF-7) on disk.
-    on_disk = {name: name if name.isascii() or _mbsync_version(binary) >= (1, 5)
-               else name.encode("imap4-utf-7").decode() for name in server_folders}
+    # isync 1.4 keeps mailbox names as the wire spells them (modified UTF-7) on disk;
+    # later versions may decode them.
+    on_disk = {name: name for name in server_folders}
+    utf7 = "Café".encode("imap4-utf-7").decode()
+    on_disk["Café"] = utf7 if (local / utf7).is_dir() else "Café"
     assert _maildir_folders(local) == set(on_disk.values())
     before = {}
     for folder in server_folders:
@@ -486,20 +498,185 @@ CopyArrivalDate yes
     assert sum("$Label1" in f for f in inbox.values()) == 19
 
     # Local changes, synced back.
-    expected = _local_changes(local, local / "INBOX", lambda name: local / name)
+    expected = _local_changes(local / "INBOX", lambda name: local / name)
     code, output = _run(argv, tmp_path)
-    assert code == 0, output
-    assert "Local/Notes" in _server_folders(server)
+    assert code == 0 and not _complaints(output), output
+    # CREATE Local/Notes made its parent too (RFC 3501 6.3.3); mbsync sees it next time.
+    assert _server_folders(server) == server_folders | {"Local", "Local/Notes"}
     _assert_pushed(server, expected, before)
-    for folder in _server_folders(server):
+    for folder in server_folders | {"Local/Notes"}:
         _assert_same(server, folder, _maildir(local / on_disk.get(folder, folder)),
                      drop=(b"X-TUID",))
 
-    # A third run finds nothing to do: no duplicates either way.
+    # A third run brings the parent and finds nothing else to do: no duplicates either way.
     counts = {f: len(server.messages(ALICE, f)) for f in _server_folders(server)}
     code, output = _run(argv, tmp_path)
-    assert code == 0, output
+    assert code == 0 and not _complaints(output), output
     assert {f: len(server.messages(ALICE, f)) for f in _server_folders(server)} == counts
+    on_disk.update({"Local": "Local", "Local/Notes": "Local/Notes"})
+    assert _maildir_folders(local) == set(on_disk.values())
     for folder in _server_folders(server):
-        _assert_same(server, folder, _maildir(local / on_disk.get(folder, folder)),
-                     drop=(b"X-TUID",))
+        _assert_same(server, folder, _maildir(local / on_disk[folder]), drop=(b"X-TUID",))
+
+
+# -- offlineimap -------------------------------------------------------------------------------
+
+def _fingerprint(cert_path) -> str:
+    with open(cert_path) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_offlineimap_syncs_both_ways(server, tmp_path):
+    binary = _need("offlineimap", "offlineimap")
+    expected_counts = _populate(server)
+    local = tmp_path / "offlineimap"
+    rc_file = tmp_path / "offlineimaprc"
+    rc_file.write_text(f"""
+[general]
+accounts = alice
+metadata = {tmp_path}/offlineimap-state
+maxsyncaccounts = 1
+socktimeout = 30
+
+[Account alice]
+localrepository = alice-local
+remoterepository = alice-remote
+
+[Repository alice-local]
+type = Maildir
+localfolders = {local}
+sep = /
+customflag_a = {KEYWORDS["a"]}
+customflag_b = {KEYWORDS["b"]}
+
+[Repository alice-remote]
+type = IMAP
+remotehost = 127.0.0.1
+remoteport = {server.port("imaps")}
+ssl = yes
+cert_fingerprint = {_fingerprint(shared_certificate()[0])}
+remoteuser = {ALICE}
+remotepass = {PASSWORD}
+maxconnections = 2
+expunge = no
+""")
+    argv = [binary, "-c", str(rc_file), "-o", "-u", "basic"]
+
+    code, output = _run(argv, tmp_path)
+    assert code == 0 and not _complaints(output), output
+    server_folders = _server_folders(server)
+    # offlineimap parses each message and writes it out again with Python's email
+    # generator, which adds a blank line after a nested multipart's closing delimiter:
+    # contents are compared without blank lines.
+    # offlineimap keeps the wire's modified UTF-7 names on disk unless told otherwise.
+    on_disk = {name: name.encode("imap4-utf-7").decode() for name in server_folders}
+    assert _maildir_folders(local) == set(on_disk.values())
+    before = {}
+    for folder in server_folders:
+        maildir = _maildir(local / on_disk[folder], KEYWORDS)
+        assert len(maildir) == expected_counts.get(folder, 0), folder
+        before[folder] = _assert_same(server, folder, maildir, keywords=True, blank_lines=False)
+
+    expected = _local_changes(local / "INBOX", lambda name: local / name, KEYWORDS)
+    # offlineimap creates the parent of a new nested folder on the server, then stops on
+    # finding no local folder of that name: the parent must be a Maildir of its own.
+    for sub in ("cur", "new", "tmp"):
+        (local / "Local" / sub).mkdir()
+    code, output = _run(argv, tmp_path)
+    assert code == 0 and not _complaints(output), output
+    assert _server_folders(server) == server_folders | {"Local", "Local/Notes"}
+    _assert_pushed(server, expected, before)
+    on_disk.update({"Local": "Local", "Local/Notes": "Local/Notes"})
+    for folder in server_folders | {"Local", "Local/Notes"}:
+        _assert_same(server, folder, _maildir(local / on_disk.get(folder, folder), KEYWORDS),
+                     drop=(b"X-OfflineIMAP",), keywords=True, blank_lines=False)
+
+    counts = {f: len(server.messages(ALICE, f)) for f in _server_folders(server)}
+    code, output = _run(argv, tmp_path)
+    assert code == 0 and not _complaints(output), output
+    assert {f: len(server.messages(ALICE, f)) for f in _server_folders(server)} == counts
+    assert _maildir_folders(local) == set(on_disk.values())
+    for folder in _server_folders(server):
+        _assert_same(server, folder, _maildir(local / on_disk[folder], KEYWORDS),
+                     drop=(b"X-OfflineIMAP",), keywords=True, blank_lines=False)
+
+
+# -- fetchmail ---------------------------------------------------------------------------------
+
+def _fetched(directory) -> dict:
+    """{Message-ID: [bytes, ...]} of the messages fetchmail's MDA wrote, one file each."""
+    out = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        out.setdefault(_msgid(data), []).append(data)
+    return out
+
+
+def _without_fetchmail_received(data: bytes) -> bytes:
+    """The message without the Received header fetchmail adds (first, or just before the
+    first Received header already there)."""
+    lines = data.split(b"\n")
+    starts = [i for i, line in enumerate(lines[:lines.index(b"")])
+              if line.startswith(b"Received: from 127.0.0.1 [127.0.0.1]")]
+    assert len(starts) == 1, data[:500]
+    end = starts[0] + 1
+    while lines[end][:1] in (b" ", b"\t"):
+        end += 1
+    assert b"with IMAP (fetchmail" in b"".join(lines[starts[0]:end])
+    return b"\n".join(lines[:starts[0]] + lines[end:])
+
+
+def test_fetchmail_fetches_new_then_all(server, tmp_path):
+    binary = _need("fetchmail", "fetchmail")
+    _populate(server)
+    before = _server_side(server, "INBOX")
+    unseen = {mid for mid, (flags, _, _) in before.items() if "\\Seen" not in flags}
+    assert len(unseen) == 133
+    out = tmp_path / "delivered"
+    out.mkdir()
+    rc_file = tmp_path / "fetchmailrc"
+    rc_file.write_text(f"""
+set no syslog
+set no bouncemail
+poll 127.0.0.1 with proto IMAP port {server.port("imap")} timeout 60
+    user "{ALICE}" there with password "{PASSWORD}" is "{getpass.getuser()}" here
+    sslproto "TLS1.2+" sslcertck sslcertfile "{shared_certificate()[0]}"
+    sslcommonname "mail.example.com"
+    no rewrite
+    mda "cat > $(mktemp -p {out} msg.XXXXXXXX)"
+""")
+    rc_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    argv = [binary, "-f", str(rc_file), "--nodetach", "--nosyslog", "-v"]
+
+    # New (unseen) messages only, kept on the server: fetching marks them seen.
+    code, output = _run(argv + ["--keep"], tmp_path)
+    assert code == 0 and not _complaints(output), output
+    fetched = _fetched(out)
+    assert set(fetched) == unseen, (sorted(set(fetched) ^ unseen)[:5], output[-3000:])
+    assert all(len(copies) == 1 for copies in fetched.values())
+    for mid in unseen:
+        assert _normal(_without_fetchmail_received(fetched[mid][0])) == _normal(before[mid][1]), mid
+    after = _server_side(server, "INBOX")
+    assert set(after) == set(before)
+    for mid, (flags, data, uid) in after.items():
+        assert flags == before[mid][0] | {"\\Seen"}, (mid, sorted(before[mid][0]), sorted(flags))
+        assert data == before[mid][1]
+
+    # Nothing new: fetchmail says so with exit status 1.
+    code, output = _run(argv + ["--keep"], tmp_path)
+    assert code == 1 and not _complaints(output), output
+    assert sum(len(v) for v in _fetched(out).values()) == len(unseen)
+
+    # Everything, deleted from the server afterwards.
+    code, output = _run(argv + ["--fetchall", "--nokeep"], tmp_path)
+    assert code == 0 and not _complaints(output), output
+    fetched = _fetched(out)
+    assert set(fetched) == set(before)
+    for mid, (_, data, _) in before.items():
+        copies = fetched[mid]
+        assert len(copies) == (2 if mid in unseen else 1), mid
+        for copy in copies:
+            assert _normal(_without_fetchmail_received(copy)) == _normal(data), mid
+    assert server.messages(ALICE, "INBOX") == []

@@ -305,3 +305,28 @@ def test_large_fetch_waits_for_a_slow_reader(server):
             total += len(raw.f.read(size))
     assert total == 40 * len(big)
     raw.close()
+
+
+def test_authenticate_plain_with_a_continuation_and_with_sasl_ir(server):
+    import base64
+    token = base64.b64encode(b"\0alice@example.com\0alice-pw")
+    raw = Raw(server.port("imap"))
+    raw.send(b"a AUTHENTICATE PLAIN\r\n")
+    assert raw.line().startswith(b"+")
+    raw.send(token + b"\r\n")
+    assert raw.until(b"a")[-1].startswith(b"a OK")
+    raw.close()
+    raw = Raw(server.port("imap"))
+    raw.send(b"b AUTHENTICATE PLAIN " + token + b"\r\n")
+    assert raw.until(b"b")[-1].startswith(b"b OK")
+    raw.send(b"c AUTHENTICATE PLAIN\r\n")
+    assert raw.until(b"c")[-1].startswith(b"c BAD")  # already authenticated
+    raw.close()
+    raw = Raw(server.port("imap"))
+    raw.send(b"d AUTHENTICATE PLAIN\r\n")
+    raw.line()
+    raw.send(b"*\r\n")
+    assert raw.until(b"d")[-1].startswith(b"d BAD")
+    raw.send(b"n NOOP\r\n")
+    assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
+    raw.close()

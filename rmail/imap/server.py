@@ -127,11 +127,12 @@ class IMAPServer(MailboxCommands, MessageCommands, imap4.IMAP4Server):
                     if not self._idle_line():
                         break
                     continue
-                if self._busy is not None:
+                if self._busy is not None and self._sasl is None:
                     break
                 before = len(self.reader.buffer)
-                self.reader.feed(b"", ready=lambda: self._busy is None and self._idle is None
-                                 and not self._closing)
+                # An AUTHENTICATE waiting for its response line is busy but must read it.
+                self.reader.feed(b"", ready=lambda: (self._busy is None or self._sasl is not None)
+                                 and self._idle is None and not self._closing)
                 if len(self.reader.buffer) == before:
                     break
         finally:
