@@ -346,6 +346,14 @@ def test_white_space_between_encoded_words_is_dropped():
     assert not compile([b"SUBJECT", "Café crème".encode()], "UTF-8").matches(message, 1, 1)
 
 
+def test_encoded_words_are_read_as_dovecot_searches_them():
+    """SEARCH decodes more than display does (``decode_words(search=True)``): a word
+    glued to other text, and a word in an unknown charset, read as UTF-8."""
+    message = _with_header(b"Subject: word=?UTF-8?Q?inside?=word =?X-UNKNOWN?Q?caf=C3=A9?=")
+    assert compile([b"SUBJECT", b"wordinsideword"]).matches(message, 1, 1)
+    assert compile([b"SUBJECT", "café".encode()], "UTF-8").matches(message, 1, 1)
+
+
 def test_hostile_nesting_is_cut_off_not_fatal():
     """Attached messages nested 5,000 deep: parts past the cut-off are not searched,
     and nothing overflows the stack."""

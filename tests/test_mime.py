@@ -235,6 +235,11 @@ def test_sent_date_missing():
     assert mime.sent_date(b"Subject: no date\r\n\r\nbody\r\n") is None
 
 
+def test_sent_date_year_too_large():
+    """A year no datetime can hold is an unparseable date, not an exception."""
+    assert mime.sent_date(b"Date: 1 Jan 20242024202420242024 00:00:00 +0000\r\n\r\n") is None
+
+
 # --------------------------------------------------------------------------- sections
 
 @pytest.mark.parametrize("spec,parsed", [

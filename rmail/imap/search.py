@@ -23,19 +23,26 @@ Invariants:
 
 Text matching (RFC 3501 leaves the details open):
 
+- A message is read the way FETCH reads it: header fields, addresses, dates and encoded
+  words through ``rmail.rfc5322``, the MIME part tree through ``rmail.mimeparts``. What
+  is left here is what only SEARCH does: turning fields and bodies into text to match.
 - A string matches as a substring, ignoring case, after NFKC normalization of both sides.
 - Header values are unfolded. Raw 8-bit bytes are read as UTF-8, and invalid bytes become
-  U+FFFD. RFC 2047 encoded-words are decoded, including RFC 2231's ``charset*lang`` form.
-- FROM/TO/CC/BCC match the parsed address list, as the ENVELOPE shows it (RFC 5322
-  section 3.4). Comments are dropped, the comment after a bare address becomes its name,
-  and parsing stops at the first piece of garbage.
-- SUBJECT/FROM/... look only at the top-level header. BODY and TEXT look inside every MIME
-  part and attached message. Base64 and quoted-printable are decoded, and each text part's
-  charset is converted. Preambles, epilogues, non-text parts and parts with an unknown
-  transfer encoding are skipped (RFC 2045 section 6.4).
+  U+FFFD. RFC 2047 encoded-words are decoded the way Dovecot's search decodes them
+  (``decode_words(search=True)``: also when glued to other text, an unknown charset as
+  UTF-8), including RFC 2231's ``charset*lang`` form.
+- FROM/TO/CC/BCC match the address list as ENVELOPE parses it (RFC 5322 section 3.4),
+  written back as ``name <mailbox@host>``. Comments are dropped, the comment after a bare
+  address becomes its name, and parsing stops at the first piece of garbage.
+- SUBJECT/FROM/... look at every field of that name in the top-level header. BODY and
+  TEXT look inside every MIME part and attached message that BODYSTRUCTURE shows. Base64
+  and quoted-printable are decoded, and each text part's charset is converted.
+  Preambles, epilogues, non-text parts and parts with an unknown transfer encoding are
+  skipped (RFC 2045 section 6.4).
 - ``HEADER name ""`` (likewise ``SUBJECT ""`` etc.) matches every message that has the field.
-- The SENT* keys use the date as written in the Date header. A missing or unparsable Date
-  counts as 1-Jan-1970, as in Dovecot. BEFORE/ON/SINCE use the UTC date of INTERNALDATE.
+- The SENT* keys use the date as written in the first Date header (``rfc5322.parse_date``).
+  A missing or unparsable Date counts as 1-Jan-1970, as in Dovecot. BEFORE/ON/SINCE use
+  the UTC date of INTERNALDATE.
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ import datetime
 import re
 import unicodedata
 from dataclasses import dataclass
-from email.utils import parsedate_tz
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
+
+from rmail.mimeparts import parse as parse_parts, unparsed_container
+from rmail.rfc5322 import addresses, base64_octets, decode_words, header_fields, parse_date
 
 __all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
 
@@ -402,42 +411,43 @@ class _View:
         self.max_uid = max_uid
         self._fields: list[tuple[str, bytes]] | None = None
         self._texts: dict = {}
-        self._parts: list[tuple[bytes, str | None]] | None = None
+        self._parts: list[tuple[list, str | None]] | None = None
 
     def fields(self) -> list[tuple[str, bytes]]:
         if self._fields is None:
-            self._fields = _header_fields(self.msg.header())
+            self._fields = _search_fields(header_fields(self.msg.header()))
         return self._fields
 
     def header_texts(self, name: str, kind: str) -> list[str]:
-        """The folded text of every top-level field called ``name``."""
+        """The folded text of every top-level field called ``name`` (all of them, where
+        ``rfc5322.decoded_header`` gives only the first)."""
         key = (name, kind)
         if key not in self._texts:
             texts = []
             for field, value in self.fields():
                 if field == name:
-                    text = value.decode("utf-8", "replace")
                     if kind == "address":
-                        text = _written_addresses(text)
-                    elif kind == "squeezed":
-                        text = " ".join(text.split())
-                    texts.append(_fold(_decode_words(text)))
+                        value = _written_addresses(value)
+                    elif kind == "squeezed":  # runs of white space (Unicode too) as one
+                        value = " ".join(value.decode("utf-8", "replace").split()).encode()
+                    texts.append(_fold(decode_words(value, search=True)))
             self._texts[key] = texts
         return self._texts[key]
 
     def sent_date(self) -> datetime.date:
+        """The first Date field's day as written there (its own zone, not UTC)."""
         for field, value in self.fields():
             if field == "date":
-                try:
-                    parsed = parsedate_tz(value.decode("ascii", "replace"))
-                    return datetime.date(*parsed[:3]) if parsed else _EPOCH
-                except (ValueError, TypeError, IndexError, OverflowError):
+                parsed = parse_date(value)
+                if parsed is None:
                     return _EPOCH
+                epoch, offset = parsed
+                return _EPOCH + datetime.timedelta(days=(epoch + offset * 60) // 86400)
         return _EPOCH
 
-    def parts(self) -> list[tuple[bytes, str | None]]:
+    def parts(self) -> list[tuple[list, str | None]]:
         if self._parts is None:
-            self._parts = list(_mime_parts(self.msg.raw()))
+            self._parts = _mime_parts(self.msg.raw())
         return self._parts
 
     def body_texts(self) -> list[str]:
@@ -449,8 +459,8 @@ class _View:
         """For TEXT: the top-level header, then each part's header and body."""
         if "full" not in self._texts:
             texts = [_fold(_header_text(self.fields()))]
-            for i, (header, body) in enumerate(self.parts()):
-                head = _header_text(_header_fields(header)) if i else ""
+            for i, (fields, body) in enumerate(self.parts()):
+                head = _header_text(_search_fields(fields)) if i else ""
                 texts.append(_fold(head + "\r\n" + (body or "")))
             self._texts["full"] = texts
         return self._texts["full"]
@@ -461,44 +471,82 @@ def _fold(text: str) -> str:
 
 
 def _header_text(fields: list[tuple[str, bytes]]) -> str:
-    return "".join(f"{name}: {_decode_words(value.decode('utf-8', 'replace'))}\r\n"
-                   for name, value in fields)
+    return "".join(f"{name}: {decode_words(value, search=True)}\r\n" for name, value in fields)
 
 
-# -- header fields and RFC 2047 ------------------------------------------------------------
+def _search_fields(fields: list) -> list[tuple[str, bytes]]:
+    """``rfc5322.header_fields`` as the keys compare them: the name as lower-case text
+    (a query's field name is text), the value unfolded (RFC 5322 section 2.2.3) and each
+    tab made a space, so that a string with a space finds words on either side of one."""
+    return [(name.decode("latin-1").strip().lower(),
+             value.replace(b"\n", b"").replace(b"\t", b" "))
+            for name, value, _, _ in fields]
 
 
-def _header_fields(header: bytes) -> list[tuple[str, bytes]]:
-    """(lower-case name, unfolded value) for each field, in order (RFC 5322 section 2.2)."""
-    fields: list[tuple[str, bytes]] = []
-    for line in re.split(rb"\r?\n", header):
-        if line[:1] in (b" ", b"\t"):
-            if fields:
-                fields[-1] = (fields[-1][0], fields[-1][1] + line)
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            fields.append((name.strip().decode("latin-1").lower(), value.lstrip(b" \t")))
-    return [(name, value.replace(b"\t", b" ")) for name, value in fields]
+def _written_addresses(value: bytes) -> bytes:
+    """The address list parsed as ENVELOPE parses it (``rfc5322.addresses``) and written
+    back as ``name <route:mailbox@host>, <mailbox@host>, group: ...;``, the way Dovecot
+    2.3 writes it for SEARCH (message_address_write): comments are dropped, the comment
+    after a bare address is its name, parsing stops at the first piece of garbage, and
+    every address is in angle brackets. Unlike Dovecot, names are not re-quoted and
+    nothing is made up for a missing mailbox or domain (ENVELOPE's MISSING_DOMAIN is no
+    text of the message)."""
+    out = []
+    for name, route, mailbox, host in addresses(value, fill=False):
+        if host is None:  # a group: (name) opens it, (nothing) closes it
+            out.append(b";" if mailbox is None else mailbox + b":")
+            continue
+        addr = mailbox + b"@" + host if host else mailbox
+        if route:
+            addr = route + b":" + addr
+        if not addr:
+            out.append(name or b"")
+        else:
+            out.append((name + b" <" if name else b"<") + addr + b">")
+    return b", ".join(out).replace(b", ;", b";").replace(b":, ", b": ")
 
 
-_ENCODED_WORD = re.compile(r"=\?([!->@-~]+?)\?([QqBb])\?([!->@-~]*?)\?=")
+# -- message parts -------------------------------------------------------------------------
+
+_IDENTITY_ENCODINGS = {b"", b"7bit", b"8bit", b"binary"}
 
 
-def _decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded-words and drop the white space between adjacent ones
-    (section 6.2). Like Dovecot, this also decodes words that touch other text."""
-    out, last = [], 0
-    for match in _ENCODED_WORD.finditer(text):
-        gap = text[last:match.start()]
-        if not (last and gap.isspace()):
-            out.append(gap)
-        charset, encoding, data = match.groups()
-        raw = data.encode("ascii")
-        raw = binascii.a2b_qp(raw, header=True) if encoding in "Qq" else _base64(raw)
-        out.append(_to_str(raw, charset.partition("*")[0]))  # RFC 2231 section 5: charset*lang
-        last = match.end()
-    out.append(text[last:])
-    return "".join(out)
+def _mime_parts(raw: bytes) -> list[tuple[list, str | None]]:
+    """(header fields, decoded body text or None) for every part of ``rmail.mimeparts``'
+    tree, the message's own header first: the parts FETCH numbers, cut off at the same
+    nesting depth. A body is None when it is not searched (RFC 2045 section 6.4): it is a
+    container, it is not text, or its transfer encoding is unknown. Preambles and
+    epilogues belong to no part."""
+    out = []
+    stack = [parse_parts(raw)]  # not mimeparts.tree: a search reads each message once
+    while stack:
+        part = stack.pop()
+        out.append((part.fields, _body_text(raw, part)))
+        stack.extend(reversed(part.children))
+    return out
+
+
+def _body_text(raw: bytes, part) -> str | None:
+    """The part's body as text, if it is text/* or message/* (or has no parsable type,
+    which RFC 2045 section 5.2 makes text/plain), decoded as Dovecot's search decodes it."""
+    if part.multipart or part.rfc822 or unparsed_container(part):
+        return None
+    if part.ctype is not None and part.subtype and part.ctype.lower() not in (b"text", b"message"):
+        return None
+    # The transfer encoding is read from any part, MIME-Version or not: Dovecot's search
+    # decodes what the part says, where BODYSTRUCTURE (part.cte) reports it for MIME
+    # parts only (RFC 2045 section 4).
+    encoding = next((value for name, value, _, _ in part.fields
+                     if name == b"content-transfer-encoding"), b"").strip().lower()
+    body = raw[part.body_start:part.end]
+    if encoding == b"base64":
+        body = base64_octets(body)
+    elif encoding == b"quoted-printable":
+        body = binascii.a2b_qp(body)
+    elif encoding not in _IDENTITY_ENCODINGS:
+        return None
+    charset = next((value for key, value in part.params or () if key.lower() == b"charset"), None)
+    return _to_str(body, charset.decode("ascii", "replace") if charset else None)
 
 
 def _to_str(data: bytes, charset: str | None) -> str:
@@ -506,168 +554,3 @@ def _to_str(data: bytes, charset: str | None) -> str:
         return data.decode(charset or "utf-8", "replace")
     except LookupError:  # an unknown charset: keep what reads as UTF-8, as Dovecot does
         return data.decode("utf-8", "replace")
-
-
-def _base64(data: bytes) -> bytes:
-    """Decode base64 leniently: skip stray characters, tolerate missing padding."""
-    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
-    data = data[:len(data) - (len(data) % 4 == 1)]
-    return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-
-
-# -- addresses (RFC 5322 section 3.4) ----------------------------------------------------
-
-_ADDRESS_TOKEN = re.compile(r'''
-    (?P<space>\s+)
-  | "(?P<word>(?:[^"\\]|\\.)*)"?                         # quoted-string, maybe unclosed
-  | \((?P<comment>(?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*)\)?
-  | (?P<special>[<>@,;:.])
-  | (?P<atom>\[(?:[^\]\\]|\\.)*\]?|[^\s"()<>@,;:.\[\]]+|.)
-''', re.X | re.S)
-
-
-def _written_addresses(text: str) -> str:
-    """The address list as ``name <route:local@domain>, group: ...;``, which is what
-    Dovecot searches: comments dropped, except that a comment after a bare address is
-    its name. Parsing stops at the first token that cannot follow an address."""
-    tokens = []  # (kind, text, white space before it)
-    space = False
-    for m in _ADDRESS_TOKEN.finditer(text):
-        kind = m.lastgroup
-        if kind == "space":
-            space = True
-            continue
-        value = m.group(kind)
-        if kind == "special":
-            kind = value
-        elif kind in ("word", "comment"):
-            value = re.sub(r"\\(.)", r"\1", value)
-        tokens.append(("word" if kind == "atom" else kind, value, space))
-        space = False
-
-    def joined(start: int, end: int, spaced: bool = True) -> str:
-        out = ""
-        for kind, value, space_before in tokens[start:end]:
-            if kind != "comment":
-                out += (" " if spaced and space_before and out else "") + value
-        return out
-
-    def find(start: int, kinds: str) -> int:
-        for i in range(start, len(tokens)):
-            if tokens[i][0] in kinds:
-                return i
-        return len(tokens)
-
-    out, i = [], 0
-    while i < len(tokens):
-        stop = find(i, "<:,;>")
-        kind = tokens[stop][0] if stop < len(tokens) else None
-        if kind == ":":  # group: display-name ":" [mailbox-list] ";"
-            out.append(joined(i, stop) + ":")
-            i = stop + 1
-            continue
-        if kind == "<":  # name-addr: [display-name] "<" [route ":"] addr-spec ">"
-            close = find(stop + 1, ">")
-            name, addr = joined(i, stop), joined(stop + 1, close, spaced=False)
-            out.append(f"{name} <{addr}>" if name else f"<{addr}>")
-            i = close + 1
-            while i < len(tokens) and tokens[i][0] == "comment":
-                i += 1
-        else:  # addr-spec, its trailing comment being the name
-            is_phrase = not any(t[0] == "@" for t in tokens[i:stop])  # "To: Some One"
-            addr = joined(i, stop, spaced=is_phrase)
-            comments = [t[1] for t in tokens[i:stop] if t[0] == "comment"]
-            if addr or comments:
-                out.append(f"{comments[-1]} <{addr}>" if comments else addr)
-            i = stop
-        if i < len(tokens) and tokens[i][0] == ";":
-            out.append(";")
-            i += 1
-        if i >= len(tokens) or tokens[i][0] != ",":
-            break  # end of the list, or garbage such as a stray ">"
-        i += 1
-    return ", ".join(out).replace(", ;", ";").replace(":, ", ": ")
-
-
-# -- MIME (RFC 2045, RFC 2046) ---------------------------------------------------------------
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 2045 token
-_CONTENT_TYPE = re.compile(rb"\s*(" + _TOKEN + rb")\s*/\s*(" + _TOKEN + rb")")
-_PARAMETER = re.compile(rb';\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))', re.S)
-_IDENTITY_ENCODINGS = {b"", b"7bit", b"8bit", b"binary"}
-_MAX_NESTING = 100  # deeper parts are not searched; a hostile message cannot exhaust the stack
-
-
-def _mime_parts(raw: bytes, default_type: bytes = b"text/plain",
-                depth: int = 0) -> Iterator[tuple[bytes, str | None]]:
-    """(header, decoded body text or None) for every part, the message's own header first.
-    A body is None when it is not searched: it is a container, it is not text, or its
-    transfer encoding is unknown (RFC 2045 section 6.4)."""
-    header, body = _split_header(raw)
-    fields = dict(reversed(_header_fields(header)))  # the first of each name wins
-    content_type, params = _content_type(fields.get("content-type"), default_type)
-    if depth >= _MAX_NESTING:
-        yield header, None
-    elif content_type.startswith(b"multipart/"):
-        yield header, None
-        boundary = params.get(b"boundary")
-        child = b"message/rfc822" if content_type == b"multipart/digest" else b"text/plain"
-        for part in _split_multipart(body, boundary) if boundary else ():
-            yield from _mime_parts(part, child, depth + 1)
-    elif content_type in (b"message/rfc822", b"message/global"):
-        yield header, None
-        yield from _mime_parts(body, depth=depth + 1)
-    elif content_type.startswith((b"text/", b"message/")):
-        yield header, _body_text(body, fields.get("content-transfer-encoding", b""),
-                                 params.get(b"charset"))
-    else:
-        yield header, None
-
-
-def _split_header(raw: bytes) -> tuple[bytes, bytes]:
-    """Split at the first empty line. A message without one is all header."""
-    match = re.search(rb"(?:\A|\n)(\r?\n)", raw)
-    if not match:
-        return raw, b""
-    return raw[:match.start(1)], raw[match.end(1):]
-
-
-def _content_type(value: bytes | None, default: bytes) -> tuple[bytes, dict[bytes, bytes]]:
-    """Type/subtype and parameters. A missing or unparsable Content-Type means the default,
-    as RFC 2045 section 5.2 recommends."""
-    match = _CONTENT_TYPE.match(value or b"")
-    if not match:
-        return default, {}
-    params = {}
-    for name, quoted, plain in _PARAMETER.findall(value, match.end()):
-        params.setdefault(name.lower(), re.sub(rb"\\(.)", rb"\1", quoted) if quoted else plain)
-    return (match.group(1) + b"/" + match.group(2)).lower(), params
-
-
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The body parts between delimiter lines (RFC 2046 section 5.1.1). The preamble and
-    the epilogue are dropped, and a missing close-delimiter ends the last part at the end."""
-    delimiter = re.compile(rb"(?m)^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$")
-    parts, start = [], None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            part = body[start:match.start()]  # the line break before a delimiter is its own
-            cut = 2 if part.endswith(b"\r\n") else 1 if part.endswith(b"\n") else 0
-            parts.append(part[:len(part) - cut])
-        if match.group(1):
-            return parts
-        start = match.end() + 1
-    if start is not None:
-        parts.append(body[start:])
-    return parts
-
-
-def _body_text(body: bytes, encoding: bytes, charset: bytes | None) -> str | None:
-    encoding = encoding.strip().lower()
-    if encoding == b"base64":
-        body = _base64(body)
-    elif encoding == b"quoted-printable":
-        body = binascii.a2b_qp(body)
-    elif encoding not in _IDENTITY_ENCODINGS:
-        return None
-    return _to_str(body, charset.decode("ascii", "replace") if charset else None)
