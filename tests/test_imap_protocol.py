@@ -330,3 +330,17 @@ def test_authenticate_plain_with_a_continuation_and_with_sasl_ir(server):
     raw.send(b"n NOOP\r\n")
     assert raw.until(b"n")[-1] == b"n OK NOOP completed\r\n"
     raw.close()
+
+
+def test_append_date_time_keeps_its_zone(server):
+    """APPEND's date-time with a negative offset is the right instant (10:00 -0500 = 15:00 UTC)."""
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b'a APPEND INBOX " 1-Jan-2024 10:00:00 -0500" {9+}\r\nSubject: \r\n')
+    assert raw.until(b"a")[-1].startswith(b"a OK")
+    raw.send(b'b APPEND INBOX "31-Feb-2024 10:00:00 +0000" {9+}\r\nSubject: \r\n')
+    assert raw.until(b"b")[-1].startswith(b"b BAD")
+    raw.send(b"s SELECT INBOX\r\nf FETCH 1 INTERNALDATE\r\n")
+    raw.until(b"s")
+    assert raw.until(b"f")[0] == b'* 1 FETCH (INTERNALDATE "01-Jan-2024 15:00:00 +0000")\r\n'
+    raw.close()

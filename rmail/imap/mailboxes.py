@@ -7,7 +7,7 @@ answer NO with a response code (TRYCREATE, NONEXISTENT, ALREADYEXISTS).
 """
 
 import re
-from email.utils import mktime_tz, parsedate_tz
+import datetime
 
 from twisted.internet import defer
 
@@ -141,10 +141,11 @@ class MailboxCommands(Arguments):
             return
         when = None
         if date:
-            parsed = parsedate_tz(date.decode("ascii", "replace").replace("-", " "))
-            if parsed is None:
+            try:  # RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may be space-padded)
+                when = datetime.datetime.strptime(
+                    date.decode("ascii").strip(), "%d-%b-%Y %H:%M:%S %z").timestamp()
+            except (UnicodeDecodeError, ValueError):
                 return self.sendBadResponse(tag, b"Bad date-time")
-            when = mktime_tz(parsed)
         flag_names = [f.decode("utf-8", "replace") for f in flags or ()]
         if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
             # Stored messages are CRLF throughout, so RFC822.SIZE is the size of BODY[].
