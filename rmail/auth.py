@@ -10,6 +10,9 @@ remote address, and returns the avatar.
 """
 
 import collections
+import hashlib
+import hmac
+import secrets
 
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
@@ -34,12 +37,49 @@ class IMailUser(Interface):
     """The avatar interface for protocols that only need to know who logged in."""
 
 
+class VerifiedCache:
+    """Logins argon2 has already verified, so a client reconnecting all day costs one hash.
+
+    Mail clients log in again and again (several connections each, every few minutes);
+    a deliberately slow hash on each would cost ~0.3 s of CPU and 64 MiB per login.  The
+    cache keeps, for ``TTL`` seconds, an HMAC of the password under a key that lives only
+    in this process, with the stored hash it was checked against: a password change
+    (new hash) or a wrong password never hits.  Failures are never cached.
+    """
+
+    TTL = 600.0
+    SIZE = 10000
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._key = secrets.token_bytes(32)
+        self._entries = collections.OrderedDict()
+
+    def _token(self, user, password: str):
+        mac = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+        return (user.address, user.password_hash, mac)
+
+    def hit(self, user, password: str) -> bool:
+        token = self._token(user, password)
+        expiry = self._entries.get(token)
+        if expiry is None or expiry < self.clock.seconds():
+            self._entries.pop(token, None)
+            return False
+        return True
+
+    def add(self, user, password: str) -> None:
+        self._entries[self._token(user, password)] = self.clock.seconds() + self.TTL
+        while len(self._entries) > self.SIZE:
+            self._entries.popitem(last=False)
+
+
 @implementer(ICredentialsChecker)
 class AddressPasswordChecker:
     credentialInterfaces = (credentials.IUsernamePassword,)
 
-    def __init__(self, directory: Directory):
+    def __init__(self, directory: Directory, clock=None):
         self.directory = directory
+        self.verified = VerifiedCache(clock) if clock is not None else None
 
     def requestAvatarId(self, creds):
         try:
@@ -54,11 +94,15 @@ class AddressPasswordChecker:
         user = self.directory.user(username)
         if user is None:
             return defer.fail(error.UnauthorizedLogin("no such user"))
+        if self.verified is not None and self.verified.hit(user, password):
+            return defer.succeed(user.address)
         d = threads.deferToThread(Directory.verify_password, user, password)
 
         def checked(ok):
             if not ok:
                 raise error.UnauthorizedLogin("bad password")
+            if self.verified is not None:
+                self.verified.add(user, password)
             return user.address
         return d.addCallback(checked)
 
@@ -124,7 +168,7 @@ class Authenticator:
     def __init__(self, directory: Directory, clock):
         self.directory = directory
         self.realm = MailRealm(directory)
-        self.portal = portal.Portal(self.realm, [AddressPasswordChecker(directory)])
+        self.portal = portal.Portal(self.realm, [AddressPasswordChecker(directory, clock)])
         self.throttle = LoginThrottle(clock)
 
     def login(self, creds, remote: str, protocol: str, interface=IMailUser):

@@ -175,8 +175,7 @@ class MessageCommands(Arguments):
             records = [_SearchRecord(view, info) for info in infos if view.seq(info.uid)]
             max_seq, max_uid = view.exists, view.uids[-1] if view.uids else 0
             if compiled.needs_header or compiled.needs_body:
-                return threads.deferToThread(
-                    lambda: [r for r in records if compiled.matches(r, max_seq, max_uid)])
+                return threads.deferToThread(_matching, compiled, records, max_seq, max_uid)
             return [r for r in records if compiled.matches(r, max_seq, max_uid)]
         d.addCallback(evaluate)
 
@@ -209,10 +208,42 @@ class _SearchRecord:
             self._raw = _read(self._path)
         return self._raw
 
+    def forget(self):
+        self._raw = None
+
     def header(self) -> bytes:
-        raw = self.raw()
-        end = raw.find(b"\r\n\r\n")
-        return raw if end < 0 else raw[:end + 2]
+        """The header block; read alone from disk when the body is not needed."""
+        if self._raw is not None:
+            data, complete = self._raw, True
+        else:
+            data, complete = _read_header(self._path)
+        end = data.find(b"\r\n\r\n")
+        return data[:end + 2] if end >= 0 else data if complete else self.raw()
+
+
+def _matching(compiled, records, max_seq, max_uid) -> list:
+    """In a thread: the records that match, each message's bytes dropped once judged, so
+    a BODY search holds one message in memory at a time, not the folder."""
+    found = []
+    for record in records:
+        if compiled.matches(record, max_seq, max_uid):
+            found.append(record)
+        record.forget()
+    return found
+
+
+def _read_header(path, chunk=16384, limit=1 << 20):
+    """The start of a message up to its blank line (or *limit*); (data, read to the end)."""
+    with open(path, "rb") as f:
+        data = b""
+        while len(data) < limit:
+            more = f.read(chunk)
+            if not more:
+                return data, True
+            data += more
+            if b"\r\n\r\n" in data[-len(more) - 3:]:
+                return data, False
+        return data, False
 
 
 def _read(path) -> bytes:
