@@ -6,7 +6,7 @@ modified UTF-7.  LIST's ``*`` matches across levels, ``%`` within one.
 
 import re
 
-import twisted.mail.imap4  # noqa: F401  (registers the "imap4-utf-7" codec)
+from twisted.mail import imap4
 
 from rmail.store import names
 
@@ -20,7 +20,7 @@ class BadName(Exception):
 def decode(wire: bytes) -> str:
     """A mailbox name from the client, as the store's canonical name."""
     try:
-        text = wire.decode("imap4-utf-7")
+        text, _ = imap4.decoder(wire)
     except (UnicodeDecodeError, ValueError):
         raise BadName("the mailbox name is not valid modified UTF-7")
     try:
@@ -30,7 +30,7 @@ def decode(wire: bytes) -> str:
 
 
 def encode(name: str) -> bytes:
-    return name.encode("imap4-utf-7")
+    return imap4.encoder(name)[0]
 
 
 def quoted(name: str) -> bytes:

@@ -79,18 +79,11 @@ class SelectedFolder:
     def pending(self) -> bool:
         return bool(self._expunged or self._added or self._flag_changes)
 
-    def flush(self, allow_expunge=True, new_flags=None) -> list[bytes]:
+    def flush(self, allow_expunge=True) -> list[bytes]:
         """The untagged responses for what changed since the last flush; applies them."""
         lines = []
         if allow_expunge and self._expunged:
-            for uid in sorted(self._expunged, reverse=True):
-                seq = self.seq(uid)
-                if seq is not None:
-                    del self.uids[seq - 1]
-                    self.flags.pop(uid, None)
-                    self.recent.discard(uid)
-                    lines.append(b"%d EXPUNGE" % seq)
-            self._expunged.clear()
+            lines.extend(self.remove(set(self._expunged)))
         if self._added:
             for uid in sorted(self._added):
                 if not self.uids or uid > self.uids[-1]:
