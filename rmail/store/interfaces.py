@@ -12,7 +12,7 @@ the same way.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from zope.interface import Attribute, Interface
 
@@ -56,8 +56,9 @@ class FolderInfo:
     unseen: int
 
 
-@dataclass(frozen=True)
-class MessageInfo:
+class MessageInfo(NamedTuple):
+    """One message as the index knows it (a tuple: folders of 10,000 are built often)."""
+
     uid: int
     flags: frozenset
     size: int

@@ -277,9 +277,16 @@ class Shard:
     def messages(self, folder, uids=None, summaries=True):
         def read(name):
             rows = self._index.messages(name, uids, summaries)
-            return [MessageInfo(uid, names.parse_flags_text(flags), size, date,
-                                os.path.join(self.messages_dir, file), envelope, body, structure)
-                    for uid, flags, size, date, file, envelope, body, structure in rows]
+            prefix = self.messages_dir + os.sep
+            flag_sets = {}  # most messages share a few flag combinations
+            infos = []
+            for uid, flags, size, date, file, envelope, body, structure in rows:
+                parsed = flag_sets.get(flags)
+                if parsed is None:
+                    parsed = flag_sets[flags] = names.parse_flags_text(flags)
+                infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
+                                         envelope, body, structure))
+            return infos
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
