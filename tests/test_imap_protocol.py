@@ -344,3 +344,19 @@ def test_append_date_time_keeps_its_zone(server):
     raw.until(b"s")
     assert raw.until(b"f")[0] == b'* 1 FETCH (INTERNALDATE "01-Jan-2024 15:00:00 +0000")\r\n'
     raw.close()
+
+
+def test_header_search_is_answered_from_the_index(server):
+    """SEARCH on header keys uses the header block kept at delivery: it never opens the
+    message file (shown by changing the file behind the index's back)."""
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    imap.append("INBOX", None, None, b"Subject: apple\r\n\r\nbody text\r\n")
+    info, = server.in_reactor(server.store.user("alice@example.com").messages, "INBOX")
+    with open(info.path, "r+b") as f:
+        f.write(b"Subject: mango")
+    imap.select("INBOX")
+    assert imap.search(None, "SUBJECT", "apple") == ("OK", [b"1"])
+    assert imap.search(None, "SUBJECT", "mango") == ("OK", [b""])
+    assert imap.search(None, "TEXT", "mango") == ("OK", [b"1"])  # TEXT reads the file
+    imap.logout()

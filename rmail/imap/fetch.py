@@ -35,8 +35,12 @@ def parse(query: bytes):
 
 
 def describe(raw: bytes) -> tuple:
-    """What the store keeps per message at delivery: (ENVELOPE, BODY, BODYSTRUCTURE)."""
-    return mime.envelope(raw), mime.bodystructure(raw, False), mime.bodystructure(raw, True)
+    """What the store keeps per message at delivery: (ENVELOPE, BODY, BODYSTRUCTURE, the
+    header block for SEARCH)."""
+    end = raw.find(b"\r\n\r\n")
+    header = raw if end < 0 else raw[:end + 2]
+    return (mime.envelope(raw), mime.bodystructure(raw, False), mime.bodystructure(raw, True),
+            header)
 
 
 _CACHED = {"envelope": "envelope", "bodystructure": "bodystructure"}

@@ -169,7 +169,8 @@ class MessageCommands(Arguments):
         except search.SearchError as e:
             return self.sendBadResponse(tag, str(e).encode("utf-8", "replace"))
         view = self.view
-        d = self.mailstore.messages(view.name, summaries=False)
+        d = self.mailstore.messages(view.name, summaries=False,
+                                    headers=compiled.needs_header and not compiled.needs_body)
 
         def evaluate(infos):
             records = [_SearchRecord(view, info) for info in infos if view.seq(info.uid)]
@@ -191,7 +192,8 @@ class MessageCommands(Arguments):
 class _SearchRecord:
     """One message as the search evaluator sees it; file contents read lazily."""
 
-    __slots__ = ("seq", "uid", "flags", "recent", "internaldate", "size", "_path", "_raw")
+    __slots__ = ("seq", "uid", "flags", "recent", "internaldate", "size", "_path", "_raw",
+                 "_header")
 
     def __init__(self, view, info):
         self.seq = view.seq(info.uid)
@@ -202,6 +204,7 @@ class _SearchRecord:
         self.size = info.size
         self._path = info.path
         self._raw = None
+        self._header = info.header  # from the index when the search asked for it
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -212,7 +215,9 @@ class _SearchRecord:
         self._raw = None
 
     def header(self) -> bytes:
-        """The header block; read alone from disk when the body is not needed."""
+        """The header block: from the index, or read alone from disk."""
+        if self._header is not None:
+            return self._header
         if self._raw is not None:
             data, complete = self._raw, True
         else:

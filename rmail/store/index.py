@@ -18,7 +18,9 @@ from rmail.store.interfaces import (
     FolderExists, FolderInfo, FolderNotDeletable, NoSuchFolder,
 )
 
-SCHEMA_VERSION = 2  # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery)
+# 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery); 3: header blocks, for
+# SEARCH on header keys without opening message files.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS summaries (
     body BLOB,
     bodystructure BLOB
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB) WITHOUT ROWID;
 """
 
 
@@ -183,7 +186,7 @@ class ShardIndex:
 
     def add(self, entries) -> list[int]:
         """Index new files: entries of (folder, file, size, flags, internaldate, summary);
-        one UID each.  *summary* is (envelope, body, bodystructure) or None.
+        one UID each.  *summary* is (envelope, body, bodystructure, header) or None.
 
         The caller wraps this in a transaction together with the rest of its batch.
         """
@@ -192,7 +195,9 @@ class ShardIndex:
             folder_id, uid = self._take_uid(folder)
             if summary is not None:
                 self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
-                                "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary))
+                                "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
+                self.db.execute("INSERT OR REPLACE INTO headers(file, header) VALUES (?, ?)",
+                                (file, summary[3]))
             self.db.execute(
                 "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -208,23 +213,24 @@ class ShardIndex:
         self.db.execute("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?", (row[0],))
         return row[0], row[3]
 
-    def messages(self, folder: str, uids=None, summaries=True) -> list[tuple]:
-        """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure)
-        in UID order; the last three are None when not computed or not asked for."""
+    def messages(self, folder: str, uids=None, summaries=True, headers=False) -> list[tuple]:
+        """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure,
+        header) in UID order; the last four are None when not computed or not asked for."""
         folder_id = self.folder_id(folder)
+        columns = ["m.uid", "m.flags", "m.size", "m.internaldate", "m.file"]
+        columns += ["s.envelope", "s.body", "s.bodystructure"] if summaries else ["NULL"] * 3
+        columns += ["h.header"] if headers else ["NULL"]
+        query = "SELECT " + ", ".join(columns) + " FROM messages m"
         if summaries:
-            query = ("SELECT m.uid, m.flags, m.size, m.internaldate, m.file, s.envelope, s.body, "
-                     "s.bodystructure FROM messages m LEFT JOIN summaries s ON s.file = m.file "
-                     "WHERE m.folder_id = ? ORDER BY m.uid")
-        else:
-            query = ("SELECT uid, flags, size, internaldate, file, NULL, NULL, NULL "
-                     "FROM messages WHERE folder_id = ? ORDER BY uid")
+            query += " LEFT JOIN summaries s ON s.file = m.file"
+        if headers:
+            query += " LEFT JOIN headers h ON h.file = m.file"
+        query += " WHERE m.folder_id = ? ORDER BY m.uid"
         if uids is None:
             return self.db.execute(query, (folder_id,)).fetchall()
         wanted = sorted(set(uids))
         if len(wanted) <= 500:  # a few messages of a big folder: look them up by key
-            prefix = "m." if summaries else ""
-            query = query.replace(" ORDER BY", f" AND {prefix}uid IN ({','.join('?' * len(wanted))})"
+            query = query.replace(" ORDER BY", f" AND m.uid IN ({','.join('?' * len(wanted))})"
                                   " ORDER BY")
             return self.db.execute(query, (folder_id, *wanted)).fetchall()
         wanted = set(wanted)
@@ -286,6 +292,7 @@ class ShardIndex:
         gone = [f for f in set(files) if self.db.execute(
             "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (f,)).fetchone() is None]
         self.db.executemany("DELETE FROM summaries WHERE file = ?", [(f,) for f in gone])
+        self.db.executemany("DELETE FROM headers WHERE file = ?", [(f,) for f in gone])
         return gone
 
     def files(self) -> set[str]:
@@ -299,6 +306,7 @@ class ShardIndex:
                 "WHERE m.file = ?", (file,)).fetchall()
             self.db.execute("DELETE FROM messages WHERE file = ?", (file,))
             self.db.execute("DELETE FROM summaries WHERE file = ?", (file,))
+            self.db.execute("DELETE FROM headers WHERE file = ?", (file,))
             return rows
 
 

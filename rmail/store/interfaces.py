@@ -69,6 +69,7 @@ class MessageInfo(NamedTuple):
     envelope: Optional[bytes] = None
     body: Optional[bytes] = None
     bodystructure: Optional[bytes] = None
+    header: Optional[bytes] = None  # the raw header block, for SEARCH (when asked for)
 
 
 class IMessageWriter(Interface):
@@ -113,9 +114,10 @@ class IUserStore(Interface):
     def append(folder, message, flags=(), internaldate=None):
         """Deliver a finished IMessageWriter into *folder*; Deferred new UID."""
 
-    def messages(folder, uids=None, summaries=True):
+    def messages(folder, uids=None, summaries=True, headers=False):
         """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);
-        without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None)."""
+        without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None),
+        with *headers* each message's header block is read from the index."""
 
     def set_flags(folder, uids, flags, mode="replace"):
         """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""

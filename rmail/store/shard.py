@@ -274,18 +274,18 @@ class Shard:
 
     # -- messages -------------------------------------------------------------------
 
-    def messages(self, folder, uids=None, summaries=True):
+    def messages(self, folder, uids=None, summaries=True, headers=False):
         def read(name):
-            rows = self._index.messages(name, uids, summaries)
+            rows = self._index.messages(name, uids, summaries, headers)
             prefix = self.messages_dir + os.sep
             flag_sets = {}  # most messages share a few flag combinations
             infos = []
-            for uid, flags, size, date, file, envelope, body, structure in rows:
+            for uid, flags, size, date, file, envelope, body, structure, header in rows:
                 parsed = flag_sets.get(flags)
                 if parsed is None:
                     parsed = flag_sets[flags] = names.parse_flags_text(flags)
                 infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
-                                         envelope, body, structure))
+                                         envelope, body, structure, header))
             return infos
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
