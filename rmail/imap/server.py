@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.mail import imap4
 
 from rmail import auth
+from rmail.session import Session
 from rmail.imap import folders
 from rmail.imap.arguments import Arguments
 from rmail.imap.framing import CommandReader
@@ -44,7 +45,7 @@ log = Logger(namespace="rmail.imap")
 _NO_EXPUNGE = (b"FETCH", b"STORE", b"SEARCH")
 
 
-class IMAPServer(MailboxCommands, MessageCommands, imap4.IMAP4Server):
+class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
     IDENT = b"rmail IMAP4rev1 ready"
 
     def __init__(self, factory):
@@ -63,14 +64,6 @@ class IMAPServer(MailboxCommands, MessageCommands, imap4.IMAP4Server):
         self.view = None
 
     # -- connection --------------------------------------------------------------------
-
-    @property
-    def remote(self) -> str:
-        return getattr(self.transport.getPeer(), "host", "?")
-
-    @property
-    def secure(self) -> bool:
-        return self.startedTLS or self.factory.implicit_tls
 
     def connectionMade(self):
         self.tags = {}

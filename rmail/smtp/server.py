@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.mail import smtp
 
 from rmail import auth
+from rmail.session import Session
 from rmail.logs import cached_per_second
 from rmail.delivery import Refused
 from rmail.smtp import address, limits, replies, sasl
@@ -52,7 +53,7 @@ _REFUSALS = {
 }
 
 
-class SMTPServer(smtp.ESMTP):
+class SMTPServer(Session, smtp.ESMTP):
     timeout = limits.IDLE_TIMEOUT
 
     def __init__(self, factory):
@@ -73,14 +74,6 @@ class SMTPServer(smtp.ESMTP):
         self._reset_transaction()
 
     # -- connection ---------------------------------------------------------------
-
-    @property
-    def remote(self) -> str:
-        return getattr(self.transport.getPeer(), "host", "?")
-
-    @property
-    def secure(self) -> bool:
-        return self.startedTLS or self.factory.implicit_tls
 
     def connectionMade(self):
         self.factory.sessions.add(self)
