@@ -164,8 +164,6 @@ class MailboxCommands(Arguments):
 
         def failed(f):
             writer.discard()
-            if f.check(defer.FirstError):
-                f = f.value.subFailure
             self._fail(tag, f, b"APPEND")
         d.addCallbacks(appended, failed)
 
@@ -207,12 +205,7 @@ class MailboxCommands(Arguments):
             self.sendUntaggedResponse(b"OK [UIDNEXT %d] Predicted next UID" % status.uidnext)
             mode = b"[READ-ONLY] EXAMINE" if readonly else b"[READ-WRITE] SELECT"
             self.sendPositiveResponse(tag, mode + b" completed")
-
-        def failed(f):
-            if f.check(defer.FirstError):
-                f = f.value.subFailure
-            self._fail(tag, f, b"SELECT")
-        d.addCallbacks(selected, failed)
+        d.addCallbacks(selected, lambda f: self._fail(tag, f, b"SELECT"))
 
     def do_SELECT(self, tag, wire):
         self._select(tag, wire, False)

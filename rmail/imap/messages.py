@@ -124,12 +124,7 @@ class MessageCommands(Arguments):
                 self.sendPositiveResponse(tag, b"MOVE completed")
             else:
                 self.sendPositiveResponse(tag, b"[" + code + b"] COPY completed")
-
-        def failed(f):
-            if f.check(defer.FirstError):
-                f = f.value.subFailure
-            self._fail(tag, f, verb)
-        d.addCallbacks(copied, failed)
+        d.addCallbacks(copied, lambda f: self._fail(tag, f, verb))
 
     def do_COPY(self, tag, id_list, wire, uid=False):
         self._copy(tag, id_list, wire, uid, move=False)

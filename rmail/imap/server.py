@@ -192,6 +192,8 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
 
     def _fail(self, tag, failure, what: bytes):
         """Answer a failed store call: NO with a response code, never a traceback."""
+        if failure.check(defer.FirstError):  # from gatherResults: the call that failed
+            failure = failure.value.subFailure
         if failure.check(NoSuchFolder):
             code = b"[TRYCREATE] " if what in (b"APPEND", b"COPY", b"MOVE") else b"[NONEXISTENT] "
             return self.sendNegativeResponse(tag, code + b"No such mailbox")
