@@ -33,8 +33,9 @@ import re
 
 from rmail.mimeparts import (MAX_BOUNDARY, MAX_NESTED_PARTS, MAX_TOTAL_PARTS, Part,
                              size_and_lines, tree, unparsed_container)
-from rmail.rfc5322 import (MAX_HEADER_NAME, addresses, decode_words, decoded_header,
-                           header_fields, header_value, nul_replaced, parse_date, sent_date)
+from rmail.rfc2047 import decode_words
+from rmail.rfc5322 import (MAX_HEADER_NAME, addresses, decoded_header, header_fields,
+                           header_value, nul_replaced, parse_date, sent_date)
 
 __all__ = ["MAX_BOUNDARY", "MAX_HEADER_NAME", "MAX_NESTED_PARTS", "MAX_QUOTED",
            "MAX_TOTAL_PARTS", "NIL", "bodystructure", "decode_words", "decoded_header",
@@ -262,7 +263,7 @@ def parse_section(spec: str) -> tuple:
     return tuple(part), kind, tuple(fields)
 
 
-def _find_part(root: Part, numbers: tuple):
+def find_part(root: Part, numbers: tuple):
     """The part a section number names (RFC 3501 §6.4.5): multiparts number their parts,
     numbers after a message/rfc822 part go on into the encapsulated message, and a
     message that is not multipart has only part 1, its body. Other parts have no parts."""
@@ -305,7 +306,7 @@ def section(raw: bytes, part: tuple = (), kind: str | None = None, fields: tuple
             return b""
         target = tree(raw)
     else:
-        target = _find_part(tree(raw), tuple(part))
+        target = find_part(tree(raw), tuple(part))
         if target is None:
             return b""
         if kind is None:

@@ -397,3 +397,27 @@ def test_index_only_search_of_100000_messages():
                 if ("\\Seen" in m.flags or "$Label1" in m.flags) and m.size > 2000
                 and m.uid >= 3000]
     assert found == expected and 0 < len(found) < count
+
+
+# -- the quick test on header bytes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header, query, found", [
+    # The needle is in the bytes: the full test decides.
+    (b"Subject: Quarterly report\r\n", [b"SUBJECT", b"REPORT"], True),
+    (b"Subject: Quarterly report\r\nX-Report: 1\r\n", [b"SUBJECT", b"x-report"], False),
+    # Not in the bytes, and nothing is decoded: no match.
+    (b"Subject: Quarterly report\r\n", [b"SUBJECT", b"invoice"], False),
+    # Not in the bytes, but decoding makes it: encoded words, quoted pairs, comments.
+    (b"Subject: =?utf-8?b?aGVsbG8gd29ybGQ=?=\r\n", [b"SUBJECT", b"hello"], True),
+    (b"Subject: =?utf-8?q?Caf=C3=A9_Wien?=\r\n", [b"SUBJECT", b"caf\xc3\xa9"], True),
+    (b'From: "Jo\\hn" <x@example.org>\r\n', [b"FROM", b"john"], True),
+    (b"From: \xef\xbc\xaaohn <x@example.org>\r\n", [b"FROM", b"john"], True),  # NFKC
+    # Folded lines keep their white space: a needle without any cannot span them.
+    (b"Subject: Quarterly\r\n report\r\n", [b"SUBJECT", b"quarterlyreport"], False),
+    (b"Subject: Quarterly\r\n report\r\n", [b"SUBJECT", b"quarterly report"], True),
+])
+def test_header_keys_skip_messages_whose_bytes_cannot_match(header, query, found):
+    message = _plain(1, 1, data=header + b"\r\nbody\r\n")
+    assert compile(query).matches(message, 1, 1) is found
+    assert message.reads == {"header": 1, "raw": 0}

@@ -1,6 +1,7 @@
 """The seed's IMAP examples with imaplib, verbatim (hostnames and ports aside)."""
 
 import imaplib
+import re
 import smtplib
 import socket
 
@@ -93,18 +94,23 @@ def test_uidvalidity_uids_and_flags_survive_a_restart(server):
     imap.login("alice@example.com", "alice-pw")
     imap.select("INBOX")
     imap.store("2", "+FLAGS", "(\\Flagged $Work)")
-    before = imap.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES)")
+    before = imap.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES RECENT)")
+    assert b"RECENT 0" in before[1][0]  # this session has seen them
     imap.logout()
     server.stop()
     server.start()
+    _deliver(server, "Three")
     imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
     imap.login("alice@example.com", "alice-pw")
-    assert imap.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES)") == before
-    imap.select("INBOX")
+    assert imap.status("INBOX", "(UIDVALIDITY UIDNEXT MESSAGES RECENT)")[1] == [
+        b'"INBOX" (UIDVALIDITY %d UIDNEXT 4 MESSAGES 3 RECENT 1)'
+        % int(re.search(rb"UIDVALIDITY (\d+)", before[1][0]).group(1))]
+    assert imap.select("INBOX") == ("OK", [b"3"])
+    assert imap.response("RECENT") == ("RECENT", [b"1"])
     status, data = imap.uid("FETCH", "1:*", "(FLAGS)")
-    # \Recent is per process: after a restart the first session sees everything as new.
-    data = [d.replace(b" \\Recent", b"").replace(b"\\Recent", b"") for d in data]
-    assert data == [b"1 (UID 1 FLAGS ())", b"2 (UID 2 FLAGS (\\Flagged $Work))"]
+    # \Recent (RFC 3501 2.3.2) is remembered too: only the message no session has seen.
+    assert data == [b"1 (UID 1 FLAGS ())", b"2 (UID 2 FLAGS (\\Flagged $Work))",
+                    b"3 (UID 3 FLAGS (\\Recent))"]
     imap.logout()
 
 

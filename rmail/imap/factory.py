@@ -1,12 +1,13 @@
-"""The IMAP listeners' factory: shared store, logins, TLS, and the \\Recent bookkeeping.
+"""The IMAP listeners' factory: the shared store, logins and TLS.
 
-\\Recent (RFC 3501 2.3.2) means "this session is the first to see the message".  The
-factory remembers, per user and folder, the highest UID a read-write session has
-claimed; it lives in memory, so after a restart everything old counts as seen before.
+It registers the IMAP avatar with the cred realm: a login asking for ``IAccount`` gets
+an ``rmail.imap.mailbox.Account`` over the user's folders.
 """
 
 from twisted.internet import protocol
+from twisted.mail import imap4
 
+from rmail.imap.mailbox import Account
 from rmail.imap.server import IMAPServer
 
 
@@ -21,7 +22,7 @@ class IMAPFactory(protocol.ServerFactory):
         self.tls = tls
         self.implicit_tls = implicit_tls
         self.sessions = set()
-        self._recent_mark = {}  # (address, folder, uidvalidity) -> highest UID claimed
+        authenticator.realm.avatar_factories[imap4.IAccount] = lambda user: Account(user, store)
 
     @property
     def append_limit(self) -> int:
@@ -33,18 +34,6 @@ class IMAPFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr):
         return self.protocol(self)
-
-    def claim_recent(self, address, folder, uidvalidity, uids, readonly) -> set:
-        key = (address, folder, uidvalidity)
-        mark = self._recent_mark.get(key, 0)
-        recent = {u for u in uids if u > mark}
-        if not readonly and uids:
-            self._recent_mark[key] = max(mark, uids[-1])
-        return recent
-
-    def recent_count(self, address, info) -> int:
-        mark = self._recent_mark.get((address, info.name, info.uidvalidity), 0)
-        return max(0, min(info.messages, info.uidnext - 1 - mark))
 
     def shut_down(self):
         for session in list(self.sessions):

@@ -53,12 +53,3 @@ def pattern(reference: bytes, mailbox: bytes) -> re.Pattern:
     if full[:5].upper() == b"INBOX":  # INBOX is case-insensitive
         regex = "(?i:" + re.escape("INBOX") + ")" + "".join(out[5:])
     return re.compile(regex, re.DOTALL)
-
-
-def attributes(folder, all_names) -> bytes:
-    prefix = folder.name + names.SEPARATOR
-    children = any(other.startswith(prefix) for other in all_names)
-    attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
-    if folder.special_use:
-        attrs.append(folder.special_use)
-    return ("(" + " ".join(attrs) + ")").encode()

@@ -1,22 +1,18 @@
 """IMAP commands on folders: LIST/LSUB, STATUS, CREATE/DELETE/RENAME, SUBSCRIBE, APPEND,
 SELECT/EXAMINE/UNSELECT/CLOSE.
 
-Names travel in modified UTF-7 and are checked by the store's rules (``rmail.imap.folders``);
-every store call is a Deferred, answered when it fires (TWISTED.md 22), and failures
-answer NO with a response code (TRYCREATE, NONEXISTENT, ALREADYEXISTS).
+Names travel in modified UTF-7 and are checked by the store's rules (``rmail.imap.folders``).
+Every command goes through the session's ``Account`` and selected ``Mailbox``
+(``rmail.imap.mailbox``), whose calls are Deferreds answered when they fire (TWISTED.md
+22); failures answer NO with a response code (TRYCREATE, NONEXISTENT, ALREADYEXISTS).
 """
 
 import re
 import datetime
 
-from twisted.internet import defer
-
 from rmail.imap import folders
 from rmail.imap.arguments import Arguments, opt_datetime, opt_plist, plist
-from rmail.imap.view import SelectedFolder
-from rmail.store import names
 
-SYSTEM_FLAGS = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
 _BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
 
@@ -36,17 +32,17 @@ class MailboxCommands(Arguments):
     def do_CREATE(self, tag, wire):
         name = self._name(tag, wire.rstrip(b"/"))
         if name is not None:
-            self._store_call(tag, b"CREATE", self.mailstore.create_folder(name), b"CREATE completed")
+            self._store_call(tag, b"CREATE", self.account.create(name), b"CREATE completed")
 
     auth_CREATE = select_CREATE = (do_CREATE, Arguments.finalastring)
 
     def do_DELETE(self, tag, wire):
         name = self._name(tag, wire)
         if name is not None:
-            if self.view is not None and self.view.name == name:
+            if self.mailbox is not None and self.mailbox.name == name:
                 self._unselect()
                 self.state = "auth"
-            self._store_call(tag, b"DELETE", self.mailstore.delete_folder(name), b"DELETE completed")
+            self._store_call(tag, b"DELETE", self.account.delete(name), b"DELETE completed")
 
     auth_DELETE = select_DELETE = (do_DELETE, Arguments.finalastring)
 
@@ -55,7 +51,7 @@ class MailboxCommands(Arguments):
         if old is not None:
             new = self._name(tag, new_wire)
         if old is not None and new is not None:
-            self._store_call(tag, b"RENAME", self.mailstore.rename_folder(old, new),
+            self._store_call(tag, b"RENAME", self.account.rename(old, new),
                              b"RENAME completed")
 
     auth_RENAME = select_RENAME = (do_RENAME, Arguments.arg_astring,
@@ -64,7 +60,8 @@ class MailboxCommands(Arguments):
     def _subscribe(self, tag, wire, subscribed):
         name = self._name(tag, wire)
         if name is not None:
-            self._store_call(tag, b"SUBSCRIBE", self.mailstore.subscribe(name, subscribed),
+            call = self.account.subscribe if subscribed else self.account.unsubscribe
+            self._store_call(tag, b"SUBSCRIBE", call(name),
                              b"SUBSCRIBE completed" if subscribed else b"UNSUBSCRIBE completed")
 
     def do_SUBSCRIBE(self, tag, wire):
@@ -85,23 +82,20 @@ class MailboxCommands(Arguments):
         if patterns == [b""]:
             self.sendUntaggedResponse(verb + b' (\\Noselect) "/" ""')
             return self.sendPositiveResponse(tag, verb + b" completed")
-        regexes = [folders.pattern(reference, p) for p in patterns]
 
-        def listed(infos):
-            all_names = [f.name for f in infos]
-            for info in infos:
-                if (subscribed_only and not info.subscribed) or \
-                        (special_only and not info.special_use):
+        def listed(boxes):
+            for name, box in boxes:
+                if (subscribed_only and not box.info.subscribed) or \
+                        (special_only and not box.info.special_use):
                     continue
-                wire = folders.encode(info.name).decode("latin-1")
-                if not any(r.fullmatch(wire) for r in regexes):
-                    continue
-                attrs = folders.attributes(info, all_names)
-                if show_subscribed and info.subscribed and verb == b"LIST":
-                    attrs = attrs[:-1] + b" \\Subscribed)"
-                self.sendUntaggedResponse(verb + b" " + attrs + b' "/" ' + folders.quoted(info.name))
+                attrs = box.getFlags()
+                if show_subscribed and box.info.subscribed and verb == b"LIST":
+                    attrs = attrs + ["\\Subscribed"]
+                self.sendUntaggedResponse(verb + b" (" + " ".join(attrs).encode() + b') "/" '
+                                          + folders.quoted(name))
             self.sendPositiveResponse(tag, verb + b" completed")
-        self.mailstore.folders().addCallbacks(listed, lambda f: self._fail(tag, f, verb))
+        d = self.account.listMailboxes(reference, list(patterns))
+        d.addCallbacks(listed, lambda f: self._fail(tag, f, verb))
 
     def do_LIST(self, tag, args):
         select, reference, patterns, returns = args
@@ -126,11 +120,11 @@ class MailboxCommands(Arguments):
         def status(info):
             values = {b"MESSAGES": info.messages, b"UIDNEXT": info.uidnext,
                       b"UIDVALIDITY": info.uidvalidity, b"UNSEEN": info.unseen,
-                      b"RECENT": self.factory.recent_count(self.user.address, info)}
+                      b"RECENT": info.recent}
             body = b" ".join(b"%s %d" % (i, values[i]) for i in items)
             self.sendUntaggedResponse(b"STATUS " + folders.quoted(name) + b" (" + body + b")")
             self.sendPositiveResponse(tag, b"STATUS completed")
-        self.mailstore.status(name).addCallbacks(status, lambda f: self._fail(tag, f, b"STATUS"))
+        self.account.status(name).addCallbacks(status, lambda f: self._fail(tag, f, b"STATUS"))
 
     auth_STATUS = select_STATUS = (do_STATUS, Arguments.arg_astring,
                                    plist)
@@ -150,22 +144,12 @@ class MailboxCommands(Arguments):
         if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
             # Stored messages are CRLF throughout, so RFC822.SIZE is the size of BODY[].
             data = _BARE_NEWLINE.sub(b"\r\n", data)
-        writer = self.factory.store.new_message()
-        writer.write(data)
-        d = writer.finish()
-        d.addCallback(lambda _: defer.gatherResults(
-            [self.mailstore.status(name), self.mailstore.append(name, writer, flag_names, when)],
-            consumeErrors=True))
+        d = self.account.append(name, data, flag_names, when)
 
         def appended(result):
-            status, uid = result
-            self.sendPositiveResponse(
-                tag, b"[APPENDUID %d %d] APPEND completed" % (status.uidvalidity, uid))
-
-        def failed(f):
-            writer.discard()
-            self._fail(tag, f, b"APPEND")
-        d.addCallbacks(appended, failed)
+            uidvalidity, uid = result
+            self.sendPositiveResponse(tag, b"[APPENDUID %d %d] APPEND completed" % (uidvalidity, uid))
+        d.addCallbacks(appended, lambda f: self._fail(tag, f, b"APPEND"))
 
     auth_APPEND = select_APPEND = (do_APPEND, Arguments.arg_astring,
                                    opt_plist, opt_datetime,
@@ -179,33 +163,24 @@ class MailboxCommands(Arguments):
             return
         self._unselect()
         self.state = "auth"
-        store = self.mailstore
-        d = defer.gatherResults([store.status(name), store.messages(name, summaries=False)],
-                                consumeErrors=True)
 
-        def selected(result):
-            status, infos = result
-            recent = self.factory.claim_recent(self.user.address, name, status.uidvalidity,
-                                               [i.uid for i in infos], readonly)
-            view = SelectedFolder(name, status, infos, readonly, recent)
-            self.view = view
-            view.on_change = self._pushed
-            self.factory.store.hub.subscribe(self.user.address, name, view.receive)
+        def selected(mailbox):
+            self.mailbox = mailbox
+            mailbox.addListener(self)
             self.state = "select"
-            keywords = sorted({f for i in infos for f in i.flags if not f.startswith("\\")})
-            flags = SYSTEM_FLAGS + b"".join(b" " + k.encode() for k in keywords)
-            self.sendUntaggedResponse(b"%d EXISTS" % view.exists)
-            self.sendUntaggedResponse(b"%d RECENT" % len(view.recent))
+            flags = " ".join(mailbox.getFlags()).encode()
+            self.sendUntaggedResponse(b"%d EXISTS" % mailbox.getMessageCount())
+            self.sendUntaggedResponse(b"%d RECENT" % mailbox.getRecentCount())
             self.sendUntaggedResponse(b"FLAGS (" + flags + b")")
             self.sendUntaggedResponse(b"OK [PERMANENTFLAGS (" + flags + b" \\*)] Flags permitted")
-            unseen = next((i + 1 for i, info in enumerate(infos) if names.SEEN not in info.flags), None)
-            if unseen:
-                self.sendUntaggedResponse(b"OK [UNSEEN %d] First unseen" % unseen)
-            self.sendUntaggedResponse(b"OK [UIDVALIDITY %d] UIDs valid" % status.uidvalidity)
-            self.sendUntaggedResponse(b"OK [UIDNEXT %d] Predicted next UID" % status.uidnext)
+            if mailbox.first_unseen:
+                self.sendUntaggedResponse(b"OK [UNSEEN %d] First unseen" % mailbox.first_unseen)
+            self.sendUntaggedResponse(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.getUIDValidity())
+            self.sendUntaggedResponse(b"OK [UIDNEXT %d] Predicted next UID" % mailbox.getUIDNext())
             mode = b"[READ-ONLY] EXAMINE" if readonly else b"[READ-WRITE] SELECT"
             self.sendPositiveResponse(tag, mode + b" completed")
-        d.addCallbacks(selected, lambda f: self._fail(tag, f, b"SELECT"))
+        self.account.select(name, not readonly).addCallbacks(
+            selected, lambda f: self._fail(tag, f, b"SELECT"))
 
     def do_SELECT(self, tag, wire):
         self._select(tag, wire, False)
@@ -217,10 +192,9 @@ class MailboxCommands(Arguments):
     auth_EXAMINE = select_EXAMINE = (do_EXAMINE, Arguments.finalastring)
 
     def _unselect(self):
-        if self.view is not None:
-            self.factory.store.hub.unsubscribe(self.user.address, self.view.name, self.view.receive)
-            self.view.on_change = None
-            self.view = None
+        if self.mailbox is not None:
+            self.mailbox.removeListener(self)
+            self.mailbox = None
 
     def do_UNSELECT(self, tag):
         self._unselect()
@@ -230,17 +204,12 @@ class MailboxCommands(Arguments):
     select_UNSELECT = (do_UNSELECT,)
 
     def do_CLOSE(self, tag):
-        view = self.view
-        if view.readonly:
-            self._unselect()
-            self.state = "auth"
+        mailbox = self.mailbox
+        self._unselect()  # CLOSE announces no EXPUNGE (RFC 3501 6.4.2)
+        self.state = "auth"
+        if not mailbox.isWriteable():
             return self.sendPositiveResponse(tag, b"CLOSE completed")
-        d = self.mailstore.expunge(view.name)
-
-        def closed(_):
-            self._unselect()
-            self.state = "auth"
-            self.sendPositiveResponse(tag, b"CLOSE completed")
-        d.addCallbacks(closed, lambda f: self._fail(tag, f, b"CLOSE"))
+        mailbox.close().addCallbacks(lambda _: self.sendPositiveResponse(tag, b"CLOSE completed"),
+                                     lambda f: self._fail(tag, f, b"CLOSE"))
 
     select_CLOSE = (do_CLOSE,)

@@ -24,7 +24,7 @@ Invariants:
 Text matching (RFC 3501 leaves the details open):
 
 - A message is read the way FETCH reads it: header fields, addresses, dates and encoded
-  words through ``rmail.rfc5322``, the MIME part tree through ``rmail.mimeparts``. What
+  words through ``rmail.rfc5322`` and ``rmail.rfc2047``, the MIME part tree through ``rmail.mimeparts``. What
   is left here is what only SEARCH does: turning fields and bodies into text to match.
 - A string matches as a substring, ignoring case, after NFKC normalization of both sides.
 - Header values are unfolded. Raw 8-bit bytes are read as UTF-8, and invalid bytes become
@@ -56,7 +56,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from rmail.mimeparts import parse as parse_parts, unparsed_container
-from rmail.rfc5322 import addresses, base64_octets, decode_words, header_fields, parse_date
+from rmail.rfc2047 import base64_octets, decode_words
+from rmail.rfc5322 import addresses, header_fields, parse_date
 
 __all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
 
@@ -326,7 +327,23 @@ def _header_node(name: str, value: str, kind: str) -> _Node:
     needle = _fold(value)
     if not needle:  # "" matches every message that has the field
         return _Node(lambda v: any(field == name for field, _ in v.fields()), _HEADER)
-    return _Node(lambda v: any(needle in text for text in v.header_texts(name, kind)), _HEADER)
+
+    def test(v):
+        return any(needle in text for text in v.header_texts(name, kind))
+    if _PLAIN_NEEDLE.fullmatch(needle) and (kind != "address" or _WORD.fullmatch(needle)):
+        raw_needle = needle.encode("ascii")
+        address = kind == "address"
+        return _Node(lambda v: v.may_contain(raw_needle, address) and test(v), _HEADER)
+    return _Node(test, _HEADER)
+
+
+# A needle of printable ASCII without white space is in a field's text only if it is in
+# the header's bytes (ignoring case), unless decoding changes them (``_View.may_contain``);
+# for addresses, parsing joins tokens, so only a run of letters and digits is safe.
+_PLAIN_NEEDLE = re.compile(r"[!-~]+")
+_WORD = re.compile(r"[a-z0-9]+")
+_DECODED = (b"=?", b"\\")  # encoded words, quoted pairs
+_PARSED = (b"(", b'"')  # comments and quoted strings, which address parsing rewrites
 
 
 def _date_test(relation: str, day: datetime.date) -> Callable[[datetime.date], bool]:
@@ -403,19 +420,40 @@ class _View:
     """A message being tested. It reads header() and raw() at most once, and only if
     asked."""
 
-    __slots__ = ("msg", "max_seq", "max_uid", "_fields", "_texts", "_parts")
+    __slots__ = ("msg", "max_seq", "max_uid", "_header", "_fields", "_texts", "_parts",
+                 "_lower")
 
     def __init__(self, msg: SearchMessage, max_seq: int, max_uid: int):
         self.msg = msg
         self.max_seq = max_seq
         self.max_uid = max_uid
+        self._header: bytes | None = None
         self._fields: list[tuple[str, bytes]] | None = None
         self._texts: dict = {}
         self._parts: list[tuple[list, str | None]] | None = None
+        self._lower: tuple[bytes, bool, bool] | None = None
+
+    def may_contain(self, needle: bytes, address: bool) -> bool:
+        """False only when no header field's text can contain *needle* (printable ASCII,
+        folded): the header is ASCII and nothing in it is decoded on the way to the text
+        (no encoded words, quoted pairs, or for addresses comments and quotes), so its
+        text is its bytes and a needle absent from them is absent from the text."""
+        if self._lower is None:
+            header = self.header()
+            lower = header.lower()
+            plain = header.isascii() and not any(m in header for m in _DECODED)
+            self._lower = (lower, plain, plain and not any(m in header for m in _PARSED))
+        lower, plain, plain_addresses = self._lower
+        return needle in lower or not (plain_addresses if address else plain)
+
+    def header(self) -> bytes:
+        if self._header is None:
+            self._header = self.msg.header()
+        return self._header
 
     def fields(self) -> list[tuple[str, bytes]]:
         if self._fields is None:
-            self._fields = _search_fields(header_fields(self.msg.header()))
+            self._fields = _search_fields(header_fields(self.header()))
         return self._fields
 
     def header_texts(self, name: str, kind: str) -> list[str]:

@@ -59,9 +59,13 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         self._sasl = None  # tag of an AUTHENTICATE waiting for its response
         self._closing = False
         self._processing = False
-        self.user = None
-        self.mailstore = None
-        self.view = None
+        self.account = None  # the IAccount avatar, once logged in
+        self.mailbox = None  # the selected Mailbox
+
+    @property
+    def view(self):
+        """The selected folder's sequence numbers and pending changes (rmail.imap.view)."""
+        return self.mailbox.view if self.mailbox is not None else None
 
     # -- connection --------------------------------------------------------------------
 
@@ -289,11 +293,10 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         self._login(tag, UsernamePassword(authcid, password))
 
     def _login(self, tag, credentials):
-        d = self.factory.authenticator.login(credentials, self.remote, "imap")
+        d = self.factory.authenticator.login(credentials, self.remote, "imap", imap4.IAccount)
 
-        def ok(user):
-            self.user = user
-            self.mailstore = self.factory.store.user(user.address)
+        def ok(account):
+            self.account = account
             self.state = "auth"
             self.setTimeout(self.POSTAUTH_TIMEOUT)
             self.sendPositiveResponse(
@@ -354,10 +357,14 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
 
     auth_IDLE = select_IDLE = (do_IDLE,)
 
-    def _pushed(self):
+    def _pushed(self, *_):
         if self._idle is not None and self.view is not None and self.view.pending:
             for line in self.view.flush():
                 self.sendLine(b"* " + line)
+
+    # IMailboxListener: the selected Mailbox says a change is pending; RFC 3501 7.4.1
+    # lets it out at the next command boundary, or at once while IDLE.
+    newMessages = flagsChanged = modeChanged = _pushed
 
     def _idle_line(self) -> bool:
         newline = self.reader.buffer.find(b"\n")

@@ -83,7 +83,7 @@ class SelectedFolder:
         """The untagged responses for what changed since the last flush; applies them."""
         lines = []
         if allow_expunge and self._expunged:
-            lines.extend(self.remove(set(self._expunged)))
+            lines.extend(b"%d EXPUNGE" % seq for seq in self.removed(set(self._expunged)))
         if self._added:
             for uid in sorted(self._added):
                 if not self.uids or uid > self.uids[-1]:
@@ -105,18 +105,19 @@ class SelectedFolder:
             self.flags[uid] = flags
         self._flag_changes.pop(uid, None)
 
-    def remove(self, uids) -> list[bytes]:
-        """Messages this session expunged or moved away: EXPUNGE lines, highest first."""
-        lines = []
+    def removed(self, uids) -> list[int]:
+        """Messages expunged or moved away: their sequence numbers, highest first (the
+        order in which EXPUNGE responses keep every number valid)."""
+        seqs = []
         for uid in sorted(uids, reverse=True):
             seq = self.seq(uid)
             if seq is not None:
                 del self.uids[seq - 1]
                 self.flags.pop(uid, None)
                 self.recent.discard(uid)
-                lines.append(b"%d EXPUNGE" % seq)
+                seqs.append(seq)
             self._expunged.discard(uid)
-        return lines
+        return seqs
 
     def flag_list(self, uid) -> bytes:
         flags = sorted(self.flags.get(uid, ()), key=lambda f: (not f.startswith("\\"), f))

@@ -19,8 +19,9 @@ from rmail.store.interfaces import (
 )
 
 # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery); 3: header blocks, for
-# SEARCH on header keys without opening message files.
-SCHEMA_VERSION = 3
+# SEARCH on header keys without opening message files; 4: folders.recent_mark, so
+# \\Recent survives restarts.
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -29,7 +30,8 @@ CREATE TABLE IF NOT EXISTS folders (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
     special_use TEXT,
-    subscribed INTEGER NOT NULL DEFAULT 1
+    subscribed INTEGER NOT NULL DEFAULT 1,
+    recent_mark INTEGER NOT NULL DEFAULT 0  -- the highest UID a session has seen as \\Recent
 );
 CREATE TABLE IF NOT EXISTS messages (
     folder_id INTEGER NOT NULL REFERENCES folders(id),
@@ -53,6 +55,9 @@ CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB) WITHOUT 
 """
 
 
+_FOLDER_COLUMNS = "id, name, uidvalidity, uidnext, special_use, subscribed, recent_mark"
+
+
 class ShardIndex:
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -63,6 +68,10 @@ class ShardIndex:
             for statement in SCHEMA.strip().split(";"):
                 if statement.strip():
                     self.db.execute(statement)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(folders)")}
+            if "recent_mark" not in columns:  # an index written before schema 4
+                self.db.execute("ALTER TABLE folders ADD COLUMN recent_mark INTEGER NOT NULL "
+                                "DEFAULT 0")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # The default folders on first use only: a user may rename or delete them
             # later (all but INBOX, which always exists).
@@ -81,8 +90,7 @@ class ShardIndex:
 
     def _folder_row(self, name):
         return self.db.execute(
-            "SELECT id, name, uidvalidity, uidnext, special_use, subscribed FROM folders "
-            "WHERE name = ?", (name,)).fetchone()
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE name = ?", (name,)).fetchone()
 
     def folder_id(self, name: str) -> int:
         row = self._folder_row(name)
@@ -104,16 +112,15 @@ class ShardIndex:
             (name, self._next_uidvalidity(), special_use))
 
     def _info(self, row) -> FolderInfo:
-        folder_id, name, uidvalidity, uidnext, special_use, subscribed = row
-        count, seen = self.db.execute(
-            "SELECT count(*), coalesce(sum(seen), 0) FROM messages WHERE folder_id = ?",
-            (folder_id,)).fetchone()
+        folder_id, name, uidvalidity, uidnext, special_use, subscribed, recent_mark = row
+        count, seen, recent = self.db.execute(
+            "SELECT count(*), coalesce(sum(seen), 0), coalesce(sum(uid > ?), 0) FROM messages "
+            "WHERE folder_id = ?", (recent_mark, folder_id)).fetchone()
         return FolderInfo(name, special_use, bool(subscribed), uidvalidity, uidnext,
-                          count, count - seen)
+                          count, count - seen, recent)
 
     def folders(self) -> list[FolderInfo]:
-        rows = self.db.execute(
-            "SELECT id, name, uidvalidity, uidnext, special_use, subscribed FROM folders").fetchall()
+        rows = self.db.execute(f"SELECT {_FOLDER_COLUMNS} FROM folders").fetchall()
         infos = [self._info(row) for row in rows]
         return sorted(infos, key=lambda f: (f.name != names.INBOX, f.name))
 
@@ -122,6 +129,24 @@ class ShardIndex:
         if row is None:
             raise NoSuchFolder(f"no folder named {name!r}")
         return self._info(row)
+
+    def claim_recent(self, name: str, highest_uid: int) -> int:
+        """RFC 3501 2.3.2: a message is \\Recent for the first session that sees it.  Move
+        the folder's mark up to *highest_uid*; return the mark as it was before."""
+        row = self._folder_row(name)
+        if row is None:
+            raise NoSuchFolder(f"no folder named {name!r}")
+        if highest_uid > row[6]:
+            # Not worth an fsync of its own (losing it shows messages as \\Recent once
+            # more); the next durable commit writes it out with itself.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.transaction():
+                    self.db.execute("UPDATE folders SET recent_mark = max(recent_mark, ?) "
+                                    "WHERE id = ?", (highest_uid, row[0]))
+            finally:
+                self.db.execute("PRAGMA synchronous=FULL")
+        return row[6]
 
     def create_folder(self, name: str) -> None:
         with self.transaction():

@@ -54,6 +54,7 @@ class FolderInfo:
     uidnext: int
     messages: int
     unseen: int
+    recent: int = 0  # messages no session has seen yet (RFC 3501 2.3.2)
 
 
 class MessageInfo(NamedTuple):
@@ -118,6 +119,11 @@ class IUserStore(Interface):
         """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);
         without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None),
         with *headers* each message's header block is read from the index."""
+
+    def select(folder, claim_recent=True):
+        """Deferred (FolderInfo, [MessageInfo] without summaries, [UIDs \\Recent for this
+        session]) read together; with *claim_recent* those messages stop being \\Recent
+        for everyone else (RFC 3501 2.3.2), which is remembered across restarts."""
 
     def set_flags(folder, uids, flags, mode="replace"):
         """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""

@@ -274,19 +274,32 @@ class Shard:
 
     # -- messages -------------------------------------------------------------------
 
+    def _infos(self, rows) -> list:
+        prefix = self.messages_dir + os.sep
+        flag_sets = {}  # most messages share a few flag combinations
+        infos = []
+        for uid, flags, size, date, file, envelope, body, structure, header in rows:
+            parsed = flag_sets.get(flags)
+            if parsed is None:
+                parsed = flag_sets[flags] = names.parse_flags_text(flags)
+            infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
+                                     envelope, body, structure, header))
+        return infos
+
     def messages(self, folder, uids=None, summaries=True, headers=False):
         def read(name):
-            rows = self._index.messages(name, uids, summaries, headers)
-            prefix = self.messages_dir + os.sep
-            flag_sets = {}  # most messages share a few flag combinations
-            infos = []
-            for uid, flags, size, date, file, envelope, body, structure, header in rows:
-                parsed = flag_sets.get(flags)
-                if parsed is None:
-                    parsed = flag_sets[flags] = names.parse_flags_text(flags)
-                infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
-                                         envelope, body, structure, header))
-            return infos
+            return self._infos(self._index.messages(name, uids, summaries, headers))
+        d = self._check(names.folder_name, folder)
+        return d.addCallback(lambda name: self._run(read, name))
+
+    def select(self, folder, claim_recent=True):
+        def read(name):
+            status = self._index.status(name)
+            infos = self._infos(self._index.messages(name, summaries=False))
+            highest = infos[-1].uid if claim_recent and infos else 0
+            mark = self._index.claim_recent(name, highest)
+            recent = [info.uid for info in infos if info.uid > mark]
+            return status, infos, recent
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
