@@ -421,3 +421,22 @@ def test_header_keys_skip_messages_whose_bytes_cannot_match(header, query, found
     message = _plain(1, 1, data=header + b"\r\nbody\r\n")
     assert compile(query).matches(message, 1, 1) is found
     assert message.reads == {"header": 1, "raw": 0}
+
+
+@pytest.mark.parametrize("header, query, found", [
+    # Only the named field counts: encoded words elsewhere do not stop the quick test.
+    (b"From: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\nSubject: plain\r\n", [b"SUBJECT", b"zebra"],
+     False),
+    (b"From: Zebra <z@example.org>\r\nSubject: plain\r\n", [b"SUBJECT", b"zebra"], False),
+    # Fields are found however they are written: first line indented, space before the
+    # colon, continuation lines, several of them.
+    (b" Subject: zebra\r\n", [b"SUBJECT", b"zebra"], True),
+    (b"Subject : zebra\r\n", [b"SUBJECT", b"zebra"], True),
+    (b"Subject: a\r\n\tzebra\r\n", [b"SUBJECT", b"zebra"], True),
+    (b"Subject: a\r\nSubject: =?utf-8?b?emVicmE=?=\r\n", [b"SUBJECT", b"zebra"], True),
+    (b"X-Subject: zebra\r\n", [b"SUBJECT", b"zebra"], False),
+    (b"X-Tag: zebra\r\n", [b"HEADER", b"x-tag", b"ZEBRA"], True),
+])
+def test_header_quick_test_looks_at_the_named_fields(header, query, found):
+    message = _plain(1, 1, data=header + b"\r\nbody\r\n")
+    assert compile(query).matches(message, 1, 1) is found

@@ -330,20 +330,45 @@ def _header_node(name: str, value: str, kind: str) -> _Node:
 
     def test(v):
         return any(needle in text for text in v.header_texts(name, kind))
-    if _PLAIN_NEEDLE.fullmatch(needle) and (kind != "address" or _WORD.fullmatch(needle)):
-        raw_needle = needle.encode("ascii")
-        address = kind == "address"
-        return _Node(lambda v: v.may_contain(raw_needle, address) and test(v), _HEADER)
+    if _PLAIN_NEEDLE.fullmatch(needle) and _FIELD_NAME.fullmatch(name) and \
+            (kind != "address" or _WORD.fullmatch(needle)):
+        raw_name, raw_needle = name.encode("ascii"), needle.encode("ascii")
+        unsafe = _DECODED + _PARSED if kind == "address" else _DECODED
+        return _Node(lambda v: v.may_contain(raw_name, raw_needle, unsafe) and test(v), _HEADER)
     return _Node(test, _HEADER)
 
 
-# A needle of printable ASCII without white space is in a field's text only if it is in
-# the header's bytes (ignoring case), unless decoding changes them (``_View.may_contain``);
-# for addresses, parsing joins tokens, so only a run of letters and digits is safe.
+# The quick test before parsing a header (``_View.may_contain``): a needle of printable
+# ASCII without white space is in a field's text only if it is in the field's bytes
+# (ignoring case), unless decoding changes them.  For addresses, parsing joins tokens,
+# so only a run of letters and digits is safe.
 _PLAIN_NEEDLE = re.compile(r"[!-~]+")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
 _WORD = re.compile(r"[a-z0-9]+")
 _DECODED = (b"=?", b"\\")  # encoded words, quoted pairs
 _PARSED = (b"(", b'"')  # comments and quoted strings, which address parsing rewrites
+
+
+def _field_values(lower: bytes, name: bytes) -> list[bytes]:
+    """The raw values (continuation lines included) of every field called *name* in a
+    lower-cased header block: each line where *name* stands at the start (after white
+    space at most) followed by a colon.  Never fewer than ``rfc5322.read_header`` finds."""
+    values = []
+    n = len(lower)
+    pos = lower.find(name)
+    while pos >= 0:
+        after = pos + len(name)
+        if not lower[lower.rfind(b"\n", 0, pos) + 1:pos].strip(b" \t"):
+            colon = after
+            while colon < n and lower[colon] in (32, 9):
+                colon += 1
+            if colon < n and lower[colon] == 58:
+                end = lower.find(b"\n", colon)
+                while 0 <= end < n - 1 and lower[end + 1] in (32, 9):
+                    end = lower.find(b"\n", end + 1)
+                values.append(lower[colon + 1:end if end >= 0 else n])
+        pos = lower.find(name, after)
+    return values
 
 
 def _date_test(relation: str, day: datetime.date) -> Callable[[datetime.date], bool]:
@@ -431,20 +456,18 @@ class _View:
         self._fields: list[tuple[str, bytes]] | None = None
         self._texts: dict = {}
         self._parts: list[tuple[list, str | None]] | None = None
-        self._lower: tuple[bytes, bool, bool] | None = None
+        self._lower: bytes | None = None
 
-    def may_contain(self, needle: bytes, address: bool) -> bool:
-        """False only when no header field's text can contain *needle* (printable ASCII,
-        folded): the header is ASCII and nothing in it is decoded on the way to the text
-        (no encoded words, quoted pairs, or for addresses comments and quotes), so its
-        text is its bytes and a needle absent from them is absent from the text."""
+    def may_contain(self, name: bytes, needle: bytes, unsafe: tuple) -> bool:
+        """False only when no field *name*'s text can contain *needle* (printable ASCII,
+        folded): every such field is ASCII without the *unsafe* marks of decoding, so its
+        text is its bytes, and the needle is not among them."""
         if self._lower is None:
-            header = self.header()
-            lower = header.lower()
-            plain = header.isascii() and not any(m in header for m in _DECODED)
-            self._lower = (lower, plain, plain and not any(m in header for m in _PARSED))
-        lower, plain, plain_addresses = self._lower
-        return needle in lower or not (plain_addresses if address else plain)
+            self._lower = self.header().lower()
+        for value in _field_values(self._lower, name):
+            if needle in value or not value.isascii() or any(m in value for m in unsafe):
+                return True
+        return False
 
     def header(self) -> bytes:
         if self._header is None:
