@@ -764,3 +764,41 @@ def test_group_commit_concurrent_appends(store):
     announced = [u for e in events for u in e.uids]
     assert sorted(announced) == list(range(1, 51))
     assert len(events) < 50  # appends were committed together, not one by one
+
+
+# -- select and \Recent ------------------------------------------------------------------
+
+
+def test_select_reads_flags_and_claims_recent_across_reopen(store, open_store):
+    append(store, flags=["\\Seen"])
+    append(store)
+    status, messages, recent = call(store, "select", "INBOX", claim_recent=False)
+    assert (status.messages, status.recent) == (2, 2)
+    assert messages == [(1, frozenset({"\\Seen"})), (2, frozenset())]
+    assert recent == [1, 2]  # a read-only look leaves them \Recent
+    assert call(store, "select", "INBOX")[2] == [1, 2]
+    assert call(store, "select", "INBOX")[2] == []  # claimed by the first
+    store = reopen(store, open_store)
+    assert call(store, "status", "INBOX").recent == 0
+    append(store)
+    assert call(store, "status", "INBOX").recent == 1
+    assert call(store, "select", "INBOX")[2] == [3]
+    with pytest.raises(NoSuchFolder):
+        call(store, "select", "Nope")
+
+
+def test_an_index_from_before_recent_marks_opens_with_everything_recent(store, open_store,
+                                                                         mail_root):
+    """Schema 3 had no folders.recent_mark: opening adds it, and keeps every message."""
+    import sqlite3
+    append(store)
+    in_reactor(store.close)
+    db = sqlite3.connect(os.path.join(shard_dir(mail_root), "index.sqlite"))
+    db.execute("ALTER TABLE folders DROP COLUMN recent_mark")
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    store = open_store()
+    assert uids_of(store) == [1]
+    assert call(store, "status", "INBOX").recent == 1
+    assert call(store, "select", "INBOX")[2] == [1]

@@ -146,13 +146,15 @@ class FolderListing:
 class Mailbox:
     """A folder selected by one session: its view, and the store calls on its messages."""
 
-    def __init__(self, account, name, status, infos, recent, readonly=False):
+    def __init__(self, account, name, status, messages, recent, readonly=False):
+        """*messages*: (UID, flags) in UID order, as the store's ``select`` gives them."""
         self.account = account
         self.name = name
-        self.view = SelectedFolder(name, status, infos, readonly, recent)
-        self.keywords = sorted({f for i in infos for f in i.flags if not f.startswith("\\")})
-        self.first_unseen = next(
-            (seq for seq, i in enumerate(infos, 1) if names.SEEN not in i.flags), None)
+        self.view = SelectedFolder(name, status, messages, readonly, recent)
+        flag_sets = set(self.view.flags.values())
+        self.keywords = sorted({f for flags in flag_sets for f in flags if f[0] != "\\"})
+        self.first_unseen = next((seq for seq, (_, flags) in enumerate(messages, 1)
+                                  if names.SEEN not in flags), None)
         self._listeners = []
 
     @property

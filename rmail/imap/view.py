@@ -15,13 +15,14 @@ from rmail.store import hub as changes
 
 
 class SelectedFolder:
-    def __init__(self, name, status, infos, readonly, recent_uids=()):
+    def __init__(self, name, status, messages, readonly, recent_uids=()):
+        """*messages*: (UID, flags) of the folder's messages in UID order."""
         self.name = name
         self.uidvalidity = status.uidvalidity
         self.uidnext = status.uidnext
         self.readonly = readonly
-        self.uids = [info.uid for info in infos]
-        self.flags = {info.uid: info.flags for info in infos}
+        self.flags = dict(messages)
+        self.uids = list(self.flags)
         self.recent = set(recent_uids)
         self._expunged = set()
         self._added = set()

@@ -3,7 +3,11 @@
 Blocking, and not thread-safe on its own: the Shard calls it from one thread at a time
 under its lock.  Every method that changes something runs in one transaction, so a
 crash leaves the index as before or after the change, never between.  WAL mode with
-``synchronous=FULL``: a commit is on disk when ``commit`` returns.
+``synchronous=FULL``: a commit that adds or copies messages is on disk when ``commit``
+returns.  Flag changes, expunges, subscriptions and \\Recent marks commit without an
+fsync of their own (as Dovecot's default ``mail_fsync=optimized``): a crash of the
+process loses none of them (they are in the WAL), a power failure may lose the last
+few, never a message; the next durable commit writes them out with itself.
 
 UIDs (RFC 3501 section 2.3.1.1): each folder's ``uidnext`` only grows, so a UID is
 never reused in a folder; a folder created again under an old name gets a new
@@ -83,8 +87,8 @@ class ShardIndex:
     def close(self):
         self.db.close()
 
-    def transaction(self):
-        return _Transaction(self.db)
+    def transaction(self, durable=True):
+        return _Transaction(self.db, durable)
 
     # -- folders --------------------------------------------------------------
 
@@ -137,15 +141,9 @@ class ShardIndex:
         if row is None:
             raise NoSuchFolder(f"no folder named {name!r}")
         if highest_uid > row[6]:
-            # Not worth an fsync of its own (losing it shows messages as \\Recent once
-            # more); the next durable commit writes it out with itself.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                with self.transaction():
-                    self.db.execute("UPDATE folders SET recent_mark = max(recent_mark, ?) "
-                                    "WHERE id = ?", (highest_uid, row[0]))
-            finally:
-                self.db.execute("PRAGMA synchronous=FULL")
+            with self.transaction(durable=False):
+                self.db.execute("UPDATE folders SET recent_mark = max(recent_mark, ?) "
+                                "WHERE id = ?", (highest_uid, row[0]))
         return row[6]
 
     def create_folder(self, name: str) -> None:
@@ -202,7 +200,7 @@ class ShardIndex:
             self.db.execute("UPDATE folders SET name = ? WHERE id = ?", (new, old_id))
 
     def subscribe(self, name: str, subscribed: bool) -> None:
-        with self.transaction():
+        with self.transaction(durable=False):
             folder_id = self.folder_id(name)
             self.db.execute("UPDATE folders SET subscribed = ? WHERE id = ?",
                             (int(subscribed), folder_id))
@@ -261,9 +259,14 @@ class ShardIndex:
         wanted = set(wanted)
         return [r for r in self.db.execute(query, (folder_id,)) if r[0] in wanted]
 
+    def flags(self, folder: str) -> list[tuple[int, str]]:
+        """(uid, flags text) of every message in UID order: all a session needs to select."""
+        return self.db.execute("SELECT uid, flags FROM messages WHERE folder_id = ? "
+                               "ORDER BY uid", (self.folder_id(folder),)).fetchall()
+
     def set_flags(self, folder: str, uids, flags: frozenset, mode: str) -> dict:
         changed = {}
-        with self.transaction():
+        with self.transaction(durable=False):
             folder_id = self.folder_id(folder)
             for uid, text, *_ in self.messages(folder, uids, summaries=False):
                 old = names.parse_flags_text(text)
@@ -277,7 +280,7 @@ class ShardIndex:
 
     def remove(self, folder: str, uids, only_deleted: bool) -> tuple[list[int], list[str]]:
         """Remove messages; return (UIDs removed, files no longer referenced)."""
-        with self.transaction():
+        with self.transaction(durable=False):
             folder_id = self.folder_id(folder)
             rows = self.messages(folder, uids, summaries=False)
             if only_deleted:
@@ -336,22 +339,27 @@ class ShardIndex:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception; nests as a no-op."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception; nests as a no-op.  Not
+    *durable*: the commit is not fsynced (``synchronous=NORMAL`` for it alone)."""
 
-    def __init__(self, db):
+    def __init__(self, db, durable=True):
         self.db = db
+        self.durable = durable
         self.outer = False
 
     def __enter__(self):
         if not self.db.in_transaction:
+            if not self.durable:
+                self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("BEGIN IMMEDIATE")
             self.outer = True
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if self.outer:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
+            try:
+                self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            finally:
+                if not self.durable:
+                    self.db.execute("PRAGMA synchronous=FULL")
         return False

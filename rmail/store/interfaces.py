@@ -121,7 +121,7 @@ class IUserStore(Interface):
         with *headers* each message's header block is read from the index."""
 
     def select(folder, claim_recent=True):
-        """Deferred (FolderInfo, [MessageInfo] without summaries, [UIDs \\Recent for this
+        """Deferred (FolderInfo, [(UID, flags)] in UID order, [UIDs \\Recent for this
         session]) read together; with *claim_recent* those messages stop being \\Recent
         for everyone else (RFC 3501 2.3.2), which is remembered across restarts."""
 

@@ -123,14 +123,15 @@ class Shard:
         self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {}))
 
     def _unlink(self, files):
-        """Remove message files the index no longer names (in the thread, after commit)."""
+        """Remove message files the index no longer names (in the thread, after commit).
+
+        Not fsynced: a file whose removal a power failure undoes has no index row, and
+        the next start moves it to quarantine/ like any other stray file."""
         for name in files:
             try:
                 os.unlink(os.path.join(self.messages_dir, name))
             except FileNotFoundError:
                 pass
-        if files:
-            durable.fsync_dir(self.messages_dir)
 
     # -- folders ----------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class Shard:
 
     def _infos(self, rows) -> list:
         prefix = self.messages_dir + os.sep
-        flag_sets = {}  # most messages share a few flag combinations
+        flag_sets = {}
         infos = []
         for uid, flags, size, date, file, envelope, body, structure, header in rows:
             parsed = flag_sets.get(flags)
@@ -295,11 +296,17 @@ class Shard:
     def select(self, folder, claim_recent=True):
         def read(name):
             status = self._index.status(name)
-            infos = self._infos(self._index.messages(name, summaries=False))
-            highest = infos[-1].uid if claim_recent and infos else 0
+            flag_sets = {}  # most messages share a few flag combinations
+            messages = []
+            for uid, text in self._index.flags(name):
+                parsed = flag_sets.get(text)
+                if parsed is None:
+                    parsed = flag_sets[text] = names.parse_flags_text(text)
+                messages.append((uid, parsed))
+            highest = messages[-1][0] if claim_recent and messages else 0
             mark = self._index.claim_recent(name, highest)
-            recent = [info.uid for info in infos if info.uid > mark]
-            return status, infos, recent
+            recent = [uid for uid, _ in messages if uid > mark]
+            return status, messages, recent
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
