@@ -243,7 +243,8 @@ class Mailbox:
         """Deferred [Message] for the messages named, in UID order; *summaries* fetches
         the ENVELOPE/BODY/BODYSTRUCTURE the index keeps (none of it opens a file)."""
         uids = self.resolve(messages, uid)
-        d = self._store.messages(self.name, uids, summaries=summaries)
+        everything = len(uids) == self.view.exists  # 1:*, as list views ask
+        d = self._store.messages(self.name, None if everything else uids, summaries=summaries)
         return d.addCallback(lambda infos: [Message(info, self) for info in infos
                                             if self.view.seq(info.uid) is not None])
 
