@@ -23,12 +23,16 @@ def fsync_dir(path: str) -> None:
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace *path* with *data*: readers see the old file or the new one, never a mix."""
+    """Replace *path* with *data*: readers see the old file or the new one, never a mix.
+
+    The new file keeps the old one's owner, so `sudo python run.py user add` leaves
+    users.json readable by the service's own user."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
+            _keep_owner(fd, path)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -43,6 +47,15 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
             pass
         raise
     fsync_dir(directory)
+
+
+def _keep_owner(fd: int, path: str) -> None:
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        return
+    if os.geteuid() == 0 and (old.st_uid, old.st_gid) != (0, 0):
+        os.fchown(fd, old.st_uid, old.st_gid)
 
 
 def make_dirs(path: str, mode: int = 0o700) -> None:
