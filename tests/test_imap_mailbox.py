@@ -90,10 +90,14 @@ def test_messages_and_parts_agree_with_the_wire(server):
     assert in_reactor(mailbox.search, search.compile([b"SUBJECT", b"parts"]), True) == [1]
     archive = in_reactor(account.select, "Archive")
     assert in_reactor(archive.copy, message) == 1
+    assert in_reactor(archive.addMessage, b"Subject: added\r\n\r\nhi\r\n", [b"\\Seen"],
+                      1700000000.0) == 2
     imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
     imap.login("alice@example.com", "alice-pw")
     imap.select("Archive")
     assert imap.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1] == message.raw
+    assert imap.uid("FETCH", "2", "(FLAGS INTERNALDATE)")[1] == [
+        b'2 (UID 2 FLAGS (\\Seen) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
     imap.logout()
 
 

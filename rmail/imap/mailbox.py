@@ -232,12 +232,11 @@ class Mailbox:
         return self.view.resolve(messages, uid)
 
     def addMessage(self, message, flags=(), date=None):
-        """APPEND into this folder: *message* is bytes or a file; Deferred UID."""
+        """Add a message (bytes or a file, CRLF line ends) to this folder, *date* its
+        internal date in seconds since the epoch; Deferred UID."""
         data = message if isinstance(message, bytes) else message.read()
-        when = None
-        if date is not None:
-            when = date if isinstance(date, (int, float)) else imap4.parseTime(date)
-        return self.account.append(self.name, data, flags, when).addCallback(lambda r: r[1])
+        d = self.account.append(self.name, data, [_text(f) for f in flags], date)
+        return d.addCallback(lambda result: result[1])
 
     def fetch(self, messages, uid, summaries=False):
         """Deferred [Message] for the messages named, in UID order; *summaries* fetches
