@@ -97,7 +97,7 @@ def test_messages_and_parts_agree_with_the_wire(server):
     imap.select("Archive")
     assert imap.uid("FETCH", "1", "(BODY.PEEK[])")[1][0][1] == message.raw
     assert imap.uid("FETCH", "2", "(FLAGS INTERNALDATE)")[1] == [
-        b'2 (UID 2 FLAGS (\\Seen) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
+        b'2 (UID 2 FLAGS (\\Seen \\Recent) INTERNALDATE "14-Nov-2023 22:13:20 +0000")']
     imap.logout()
 
 
