@@ -440,3 +440,24 @@ def test_header_keys_skip_messages_whose_bytes_cannot_match(header, query, found
 def test_header_quick_test_looks_at_the_named_fields(header, query, found):
     message = _plain(1, 1, data=header + b"\r\nbody\r\n")
     assert compile(query).matches(message, 1, 1) is found
+
+
+@pytest.mark.parametrize("message, found", [
+    (b"Subject: a\r\n\r\nA quokkaberry pie\r\n", True),
+    (b"Subject: a\r\n\r\nnothing here\r\n", False),
+    # Quoted-printable: a soft line break or an escape hides the word from the bytes.
+    (b"Content-Transfer-Encoding: quoted-printable\r\n\r\nquokka=\r\nberry\r\n", True),
+    (b"Content-Transfer-Encoding: quoted-printable\r\n\r\n=71uokkaberry\r\n", True),
+    # Base64, and charsets that turn ASCII bytes into other text, are always parsed.
+    (b"Content-Transfer-Encoding: base64\r\n\r\ncXVva2thYmVycnk=\r\n", True),
+    (b"Content-Type: text/plain; charset=utf-7\r\n\r\n+AHEAdQBvAGsAawBhAGIAZQByAHIAeQ-\r\n",
+     True),
+    (b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n\x1b$B#q#u#o#k#k#a#b#e#r#r#y\x1b(B\r\n",
+     True),
+    # The word in a header only is not in the body.
+    (b"Subject: quokkaberry\r\n\r\nplain\r\n", False),
+])
+def test_body_quick_test_never_hides_a_match(message, found):
+    msg = _plain(1, 1, data=message)
+    assert compile([b"BODY", b"quokkaberry"]).matches(msg, 1, 1) is found
+    assert msg.reads["raw"] <= 1

@@ -205,7 +205,13 @@ class _Compiler:
         needle = _fold(self._string("BODY"))
         if not needle:
             return _Node(lambda v: True)  # "" is in every body
-        return _Node(lambda v: any(needle in text for text in v.body_texts()), _BODY)
+
+        def test(v):
+            return any(needle in text for text in v.body_texts())
+        if needle.isascii():
+            raw_needle = needle.encode("ascii")
+            return _Node(lambda v: v.body_may_contain(raw_needle) and test(v), _BODY)
+        return _Node(test, _BODY)
 
     def _key_HEADER(self):
         name = self._string("HEADER").strip().lower()
@@ -349,6 +355,17 @@ _DECODED = (b"=?", b"\\")  # encoded words, quoted pairs
 _PARSED = (b"(", b'"')  # comments and quoted strings, which address parsing rewrites
 
 
+# Charsets whose decoders turn ASCII bytes into the same characters (and only those):
+# for any other (UTF-7, UTF-16, ISO-2022's shifts into fullwidth letters, ...) a body's
+# text may hold a word its bytes do not.
+_CHARSET = re.compile(rb'charset\s*=\s*"?([^\s";]*)')
+_ASCII_CHARSETS = frozenset(
+    [b"", b"us-ascii", b"ascii", b"utf-8", b"utf8"]
+    + [b"iso-8859-%d" % i for i in range(1, 17)] + [b"iso8859-%d" % i for i in range(1, 17)]
+    + [b"windows-%d" % i for i in range(1250, 1259)] + [b"cp%d" % i for i in range(1250, 1259)]
+    + [b"latin1", b"latin-1", b"koi8-r", b"koi8-u"])
+
+
 def _field_values(lower: bytes, name: bytes) -> list[bytes]:
     """The raw values (continuation lines included) of every field called *name* in a
     lower-cased header block: each line where *name* stands at the start (after white
@@ -445,7 +462,7 @@ class _View:
     """A message being tested. It reads header() and raw() at most once, and only if
     asked."""
 
-    __slots__ = ("msg", "max_seq", "max_uid", "_header", "_fields", "_texts", "_parts",
+    __slots__ = ("msg", "max_seq", "max_uid", "_header", "_raw", "_fields", "_texts", "_parts",
                  "_lower")
 
     def __init__(self, msg: SearchMessage, max_seq: int, max_uid: int):
@@ -453,6 +470,7 @@ class _View:
         self.max_seq = max_seq
         self.max_uid = max_uid
         self._header: bytes | None = None
+        self._raw: bytes | None = None
         self._fields: list[tuple[str, bytes]] | None = None
         self._texts: dict = {}
         self._parts: list[tuple[list, str | None]] | None = None
@@ -468,6 +486,28 @@ class _View:
             if needle in value or not value.isascii() or any(m in value for m in unsafe):
                 return True
         return False
+
+    def body_may_contain(self, needle: bytes) -> bool:
+        """False only when no part's text can contain *needle* (ASCII, folded) without
+        parsing the message: it is ASCII throughout, nothing in it is base64, its charsets
+        map ASCII to itself, and the needle is neither in its bytes nor in them with
+        quoted-printable undone (which only ever joins or decodes, RFC 2045 6.7)."""
+        raw = self.raw()
+        lower = raw.lower()
+        if needle in lower:
+            return True
+        if not raw.isascii() or b"\0" in raw or b"base64" in lower or \
+                any(c not in _ASCII_CHARSETS for c in _CHARSET.findall(lower)):
+            return True
+        if b"quoted-printable" in lower:
+            decoded = binascii.a2b_qp(raw)
+            return not decoded.isascii() or needle in decoded.lower()
+        return False
+
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.msg.raw()
+        return self._raw
 
     def header(self) -> bytes:
         if self._header is None:
@@ -508,7 +548,7 @@ class _View:
 
     def parts(self) -> list[tuple[list, str | None]]:
         if self._parts is None:
-            self._parts = _mime_parts(self.msg.raw())
+            self._parts = _mime_parts(self.raw())
         return self._parts
 
     def body_texts(self) -> list[str]:
