@@ -218,6 +218,30 @@ def _check(config: Config) -> None:
             raise ConfigError(f"smtp.{key}: expected a positive integer")
     if config.http.token_ttl < 1:
         raise ConfigError("http.token_ttl: expected a positive number of seconds")
+    _check_relay(config.relay)
+
+
+def _check_relay(relay: Relay) -> None:
+    from rmail.relay.hostports import parse_dns_servers, parse_hostport
+    if relay.smarthost is not None:
+        try:
+            parse_hostport(relay.smarthost, 25)
+        except ValueError:
+            raise ConfigError(f"relay.smarthost: expected \"host:port\" (or null), "
+                              f"got {json.dumps(relay.smarthost)}")
+    for i, server in enumerate(relay.dns_servers or ()):
+        try:
+            parse_dns_servers([server])
+        except ValueError:
+            raise ConfigError(f"relay.dns_servers[{i}]: expected an IP address with an "
+                              f"optional :port, got {json.dumps(server)}")
+    if not 0 < relay.port < 65536:
+        raise ConfigError(f"relay.port: expected a port number 1-65535, got {relay.port}")
+    if not relay.retry_intervals or any(s < 1 for s in relay.retry_intervals):
+        raise ConfigError("relay.retry_intervals: expected a non-empty list of positive "
+                          "numbers of seconds")
+    if relay.max_queue_time < 1:
+        raise ConfigError("relay.max_queue_time: expected a positive number of seconds")
 
 
 def parse(data, path: str = "config.json") -> Config:

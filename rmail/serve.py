@@ -12,19 +12,20 @@ from twisted.logger import Logger, globalLogBeginner
 
 from rmail import config as rconfig
 from rmail import service
-from rmail.logs import text_observer
+from rmail import logs
 
 log = Logger(namespace="rmail")
 
 
-def run(config_path: str) -> int:
+def run(config_path: str, log_format: str = "text") -> int:
     try:
         svc = service.build(config_path)
         svc.privilegedStartService()
     except (rconfig.ConfigError, service.StartError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    globalLogBeginner.beginLoggingTo([text_observer(sys.stdout)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([logs.OBSERVERS[log_format](sys.stdout)],
+                                     redirectStandardIO=False)
     reactor.suggestThreadPoolSize(20)
     reactor.callWhenRunning(svc.startService)
     reactor.callWhenRunning(_print_welcome, svc)

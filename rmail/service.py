@@ -6,8 +6,8 @@ the start with one line naming its config key), watches users.json/aliases.json 
 changes, and handles the signals SPEC lists:
 
 - SIGTERM/SIGINT (the reactor's own handlers stop the reactor, which stops this
-  service): stop accepting, let SMTP transactions in flight finish (bounded), close
-  the store, exit 0;
+  service): stop accepting, let SMTP transactions in flight finish (bounded), let
+  the relay's attempts in flight finish (bounded), close the store, exit 0;
 - SIGHUP: reload config.json, users, aliases and the certificate; a broken config is
   refused with a log line and the old one stays in force; connections stay open.
 """
@@ -29,10 +29,12 @@ from rmail.delivery import MailPolicy
 from rmail.directory import Directory, DirectoryError
 from rmail.imap import fetch as fetching
 from rmail.imap.factory import IMAPFactory
+from rmail.relay.service import RelayService, RelayStartError
 from rmail.smtp.factory import SMTPFactory
 from rmail.smtp.server import MX, SUBMISSION
 from rmail.store import open_store
 from rmail.tls import ServerTLS, TLSError
+from rmail.web import build_site
 
 log = Logger(namespace="rmail.service")
 
@@ -46,6 +48,7 @@ LISTENERS = {
     "submissions": ("submission (TLS)", True),
     "imap": ("IMAP (STARTTLS)", False),
     "imaps": ("IMAP (TLS)", True),
+    "http": ("HTTP", False),
 }
 
 
@@ -68,7 +71,9 @@ class RmailService(service.MultiService):
         self.directory = Directory(config.mail_root_path, config.domains)
         self.store = open_store(config, describe=fetching.describe)
         self.authenticator = Authenticator(self.directory, clock)
-        self.policy = MailPolicy(self.settings, self.directory, self.store)
+        self.relay = RelayService(self.settings, self.directory, self.store, clock)
+        self.relay.setServiceParent(self)  # stopped after the listeners' sessions
+        self.policy = MailPolicy(self.settings, self.directory, self.store, relay=self.relay)
         try:
             self.tls = ServerTLS(config.tls_cert_path, config.tls_key_path)
         except TLSError as e:
@@ -84,6 +89,8 @@ class RmailService(service.MultiService):
             "imap": IMAPFactory(self.settings, self.store, self.authenticator, self.tls),
             "imaps": IMAPFactory(self.settings, self.store, self.authenticator, self.tls,
                                  implicit_tls=True),
+            "http": build_site(self.settings, self.directory, self.store, self.authenticator,
+                               self.policy, self.bound_ports, clock=clock),
         }
         self.ports = {}
         self._watcher = None
@@ -97,6 +104,10 @@ class RmailService(service.MultiService):
         """The port a listener is bound to (useful when the config says 0)."""
         return self.ports[key].getHost().port
 
+    def bound_ports(self) -> dict:
+        """{listener key: port} of the listeners bound now (what autoconfig describes)."""
+        return {key: self.port(key) for key in self.ports}
+
     # -- start -------------------------------------------------------------------------
 
     def _prepare(self):
@@ -107,6 +118,10 @@ class RmailService(service.MultiService):
             raise StartError(str(e))
         os.umask(0o077)
         self.store._prepare()
+        try:
+            self.relay.prepare()
+        except RelayStartError as e:
+            raise StartError(str(e))
 
     def privilegedStartService(self):
         self._prepare()

@@ -1,6 +1,7 @@
 """Starting real rmail servers for tests: in this process (reactor thread) or as a process."""
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -52,6 +53,9 @@ def write_config(directory, **overrides) -> str:
                               imap=0, imaps=0, http=0),
         tls=rconfig.TLS(cert=cert, key=key),
         http=rconfig.HTTP(jwt_secret="test-secret-" + "x" * 32),
+        # Outbound mail never leaves the machine: DNS questions go to a loopback port
+        # where nothing answers (relay tests point this at their own DNS server).
+        relay=rconfig.Relay(dns_servers=["127.0.0.1:9"]),
     )
     data = config.to_dict()
     for dotted, value in overrides.items():
@@ -139,7 +143,7 @@ class Process:
         line = self.wait_for_output(rb"rmail: serving .*")
         keys = {b"SMTP": "smtp", b"submission (STARTTLS)": "submission",
                 b"submission (TLS)": "submissions", b"IMAP (STARTTLS)": "imap",
-                b"IMAP (TLS)": "imaps"}
+                b"IMAP (TLS)": "imaps", b"HTTP": "http"}
         for name, port in re.findall(rb"([A-Za-z]+(?: \([A-Z]+\))?) [\d.]+:(\d+)", line):
             if name in keys:
                 self.ports[keys[name]] = int(port)
@@ -269,3 +273,52 @@ def assert_one_line_error(result, *needles):
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+class HTTPResponse:
+    """What an HTTP request got back: status, headers (case-insensitive) and body."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        assert self.headers.get("Content-Type", "").startswith("application/json"), self.headers
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<HTTPResponse {self.status} {self.body[:200]!r}>"
+
+
+class APIClient:
+    """A blocking client of the HTTP API (http.client), one connection per request."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.host = host
+        self.port = port
+        self.token = None
+
+    def request(self, method, path, json_body=None, data=None, headers=None, token=None):
+        headers = dict(headers or {})
+        token = token if token is not None else self.token
+        if token:
+            headers.setdefault("Authorization", f"Bearer {token}")
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            return HTTPResponse(response.status, response.headers, response.read())
+        finally:
+            conn.close()
+
+    def login(self, address, password):
+        local, _, domain = address.partition("@")
+        response = self.request("POST", "/auth/login",
+                                {"username": local, "password": password, "domain": domain})
+        assert response.status == 200, response
+        self.token = response.json()["token"]
+        return self.token

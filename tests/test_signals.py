@@ -6,6 +6,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 
 from tests import harness
 from tests.harness import TIMEOUT, Process, read_reply
@@ -147,6 +148,49 @@ def test_twistd_plugin_serves_the_same_service(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_twistd_daemonizes_with_pidfile_and_logfile(tmp_path):
+    """`twistd --pidfile P --logfile L rmail --config C`: detaches, serves, logs to the file,
+    stops on SIGTERM to the pid in the pidfile; a missing config is a usage error."""
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    env = dict(os.environ, PYTHONPATH=harness.ROOT)
+    missing = subprocess.run([twistd, "-n", "rmail", "--config", str(tmp_path / "nope.json")],
+                             cwd=harness.ROOT, env=env, capture_output=True, timeout=60)
+    assert missing.returncode != 0 and b"no config file" in missing.stdout + missing.stderr
+    config = harness.write_config(tmp_path, listen__smtp=_free_port())
+    harness.add_users(config, {"alice@example.com": "pw"})
+    port = json.load(open(config))["listen"]["smtp"]
+    pidfile, logfile = tmp_path / "rmail.pid", tmp_path / "rmail.log"
+    started = subprocess.run([twistd, "--pidfile", str(pidfile), "--logfile", str(logfile),
+                              "rmail", "--config", config], cwd=harness.ROOT, env=env,
+                             capture_output=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    pid = None
+    try:
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while not (pidfile.exists() and logfile.exists() and b"rmail: serving" in logfile.read_bytes()):
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.1)
+        pid = int(pidfile.read_text())
+        s = smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT)
+        assert s.sendmail("x@ext.example", ["alice@example.com"], b"Subject: d\r\n\r\nx\r\n") == {}
+        s.quit()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3 * TIMEOUT
+        while pidfile.exists():
+            assert time.monotonic() < deadline, "the daemon did not stop"
+            time.sleep(0.1)
+        pid = None  # stopped by itself
+    finally:  # never leave a daemon behind, whatever failed
+        if pid is None and pidfile.exists():
+            pid = int(pidfile.read_text() or 0) or None
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert b"rmail: stopped" in logfile.read_bytes()
 
 
 def _free_port() -> int:

@@ -93,12 +93,20 @@ def test_external_recipient_on_port_25_is_relay_denied(server):
     c.close()
 
 
-def test_external_recipient_from_authenticated_user_is_refused_too(server):
-    c = submission(server, login="alice@example.com")
-    assert c.first("MAIL FROM:<alice@example.com>").startswith("250 2.1.0")
-    assert c.first("RCPT TO:<friend@elsewhere.net>").startswith("550 5.7.1 Relay not permitted")
-    assert c.first("RCPT TO:<bob@example.com>").startswith("250 2.1.5")
-    c.close()
+def test_external_recipient_from_authenticated_user_is_refused_when_relay_is_off(tmp_path):
+    """relay.enabled false: even a logged-in user may not send elsewhere (the seed)."""
+    srv = harness.Server(tmp_path, in_reactor, relay__enabled=False)
+    srv.start()
+    try:
+        c = submission(srv, login="alice@example.com")
+        assert c.first("MAIL FROM:<alice@example.com>").startswith("250 2.1.0")
+        assert c.first("RCPT TO:<friend@elsewhere.net>").startswith(
+            "550 5.7.1 Relay not permitted")
+        assert c.first("RCPT TO:<bob@example.com>").startswith("250 2.1.5")
+        c.first("QUIT")
+        c.close()
+    finally:
+        srv.stop()
 
 
 # -- message size ------------------------------------------------------------------------------

@@ -802,3 +802,115 @@ def test_an_index_from_before_recent_marks_opens_with_everything_recent(store, o
     assert uids_of(store) == [1]
     assert call(store, "status", "INBOX").recent == 1
     assert call(store, "select", "INBOX")[2] == [1]
+
+
+# -- bulk loading (migrate, import): ShardIndex's additions and the ShardLoader ----------
+
+def _index(mail_root):
+    from rmail.store.index import ShardIndex
+    os.makedirs(shard_dir(mail_root), exist_ok=True)
+    return ShardIndex(os.path.join(shard_dir(mail_root), "index.sqlite"))
+
+
+def test_restore_folder_takes_a_uidvalidity_only_where_no_uid_was_given_out(mail_root):
+    index = _index(mail_root)
+    try:
+        assert index.restore_folder("Archive/2024", 42).uidvalidity == 42
+        assert index.status("Archive").uidvalidity > 42  # a parent of its own
+        assert index.restore_folder("Sent", 7).uidvalidity == 7  # a default, never used
+        assert index.restore_folder("Sent", 7).uidvalidity == 7  # again: nothing changes
+        with index.transaction():
+            index.add([("INBOX", "f1", 10, frozenset(), 0.0, None)])
+        inbox = index.status("INBOX").uidvalidity
+        with pytest.raises(FolderExists):
+            index.restore_folder("INBOX", 5)
+        assert index.status("INBOX").uidvalidity == inbox
+        with pytest.raises(ValueError):
+            index.restore_folder("Junk", 2 ** 32)
+        # Folders created later never repeat a restored value, however large.
+        index.restore_folder("Big", 4_000_000_000)
+        index.create_folder("Later")
+        assert index.status("Later").uidvalidity > 4_000_000_000
+    finally:
+        index.close()
+
+
+def test_insert_rows_keeps_uids_and_never_goes_below_uidnext(mail_root):
+    index = _index(mail_root)
+    try:
+        index.insert_rows("INBOX", [(3, "a", 5, frozenset({"\\Seen"}), 1.0, None),
+                                    (9, "b", 6, frozenset(), 2.0, None)])
+        assert [r[0] for r in index.messages("INBOX")] == [3, 9]
+        assert index.status("INBOX").uidnext == 10
+        assert index.status("INBOX").unseen == 1
+        with pytest.raises(ValueError):  # 9 was given out; nothing of the call is kept
+            index.insert_rows("INBOX", [(12, "c", 1, frozenset(), 0.0, None),
+                                        (9, "d", 1, frozenset(), 0.0, None)])
+        assert [r[0] for r in index.messages("INBOX")] == [3, 9]
+        index.raise_uidnext("INBOX", 40)
+        index.raise_uidnext("INBOX", 20)  # never down
+        assert index.status("INBOX").uidnext == 40
+        with index.transaction():  # the server's own appends go on after it
+            assert index.add([("INBOX", "e", 1, frozenset(), 0.0, None)]) == [40]
+        assert index.holds_file("INBOX", "a") and not index.holds_file("Sent", "a")
+    finally:
+        index.close()
+
+
+def test_a_loaded_shard_opens_in_the_store_with_nothing_quarantined(mail_root, open_store):
+    from rmail.store.loader import ShardLoader
+    loader = ShardLoader(mail_root, ALICE, batch_messages=2).open()
+    try:
+        loader.index.restore_folder("Old", 77)
+        for uid in (2, 5, 6):
+            loader.add("Old", b"Subject: %d\nLF ends\n" % uid, frozenset({"\\Seen"}), 1e9,
+                       uid=uid)
+        loader.add("Old", b"Subject: 6\nLF ends\n", uid=8)  # the same bytes: one file
+        assert loader.add("INBOX", b"Subject: new\r\n\r\n", skip_present=True)
+        assert not loader.add("INBOX", b"Subject: new\r\n\r\n", skip_present=True)
+        loader.finish_folder("Old", 20)
+        loader.flush()
+    finally:
+        loader.close()
+    store = open_store()
+    infos_old = infos(store, "Old")
+    assert [m.uid for m in infos_old] == [2, 5, 6, 8]
+    assert infos_old[2].path == infos_old[3].path
+    with open(infos_old[0].path, "rb") as f:
+        assert f.read() == b"Subject: 2\r\nLF ends\r\n"
+    status = call(store, "status", "Old")
+    assert (status.uidvalidity, status.uidnext) == (77, 20)
+    assert uids_of(store) == [1]
+    assert os.listdir(os.path.join(shard_dir(mail_root), "quarantine")) == []
+    assert append(store, folder="Old") == 20
+
+
+def test_a_loader_removes_what_an_interrupted_run_left_uncommitted(mail_root):
+    from rmail.store.loader import ShardLoader
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_second_commit(loader):
+        if loader.committed:
+            raise Killed()  # files durable in messages/, their rows never committed
+    loader = ShardLoader(mail_root, ALICE, before_commit=kill_at_second_commit).open()
+    loader.add("INBOX", b"Subject: kept\r\n\r\n")
+    loader.flush()
+    loader.add("INBOX", b"Subject: never committed\r\n\r\n")
+    with pytest.raises(Killed):
+        loader.flush()
+    loader.add("INBOX", b"Subject: still in the spool\r\n\r\n")
+    list(loader._writes.values())[-1][0].result()  # written, not yet synced
+    loader.close()
+    messages = os.path.join(shard_dir(mail_root), "messages")
+    assert len(os.listdir(messages)) == 2
+    assert any(n.endswith(".tmp") for n in spool_files(mail_root))
+    loader = ShardLoader(mail_root, ALICE).open()
+    try:
+        assert loader.leftovers == 1
+        assert loader.index.files() == set(os.listdir(messages))
+        assert spool_files(mail_root) == []
+        assert [r[0] for r in loader.index.messages("INBOX")] == [1]
+    finally:
+        loader.close()

@@ -400,7 +400,7 @@ class SMTPServer(Session, smtp.ESMTP):
         if len(self._to) >= self.factory.max_recipients:
             return self.reply(replies.TOO_MANY_RECIPIENTS)
         try:
-            user = self.factory.policy.check_recipient(self.user, recipient)
+            user = self.factory.policy.check_recipient(self.user, recipient, self._from)
         except Refused as e:
             return self.reply(_REFUSALS[e.reason])
         self._to.append((recipient, user))

@@ -216,11 +216,7 @@ class ShardIndex:
         uids = []
         for folder, file, size, flags, internaldate, summary in entries:
             folder_id, uid = self._take_uid(folder)
-            if summary is not None:
-                self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
-                                "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
-                self.db.execute("INSERT OR REPLACE INTO headers(file, header) VALUES (?, ?)",
-                                (file, summary[3]))
+            self._keep_summary(file, summary)
             self.db.execute(
                 "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -228,6 +224,13 @@ class ShardIndex:
                  int(names.SEEN in flags)))
             uids.append(uid)
         return uids
+
+    def _keep_summary(self, file: str, summary) -> None:
+        if summary is not None:
+            self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
+                            "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
+            self.db.execute("INSERT OR REPLACE INTO headers(file, header) VALUES (?, ?)",
+                            (file, summary[3]))
 
     def _take_uid(self, folder: str) -> tuple[int, int]:
         row = self._folder_row(folder)
@@ -336,6 +339,83 @@ class ShardIndex:
             self.db.execute("DELETE FROM summaries WHERE file = ?", (file,))
             self.db.execute("DELETE FROM headers WHERE file = ?", (file,))
             return rows
+
+    # -- bulk loading: `run.py migrate` and `run.py import` (rmail.store.loader) ---------
+
+    def restore_folder(self, name: str, uidvalidity: int) -> FolderInfo:
+        """Give *name* the UIDVALIDITY another server gave it, so clients keep their caches.
+
+        Creates the folder (and missing parents) when absent.  An existing folder takes
+        the value only while it has never held a message (uidnext 1): one that has keeps
+        its UIDVALIDITY and FolderExists is raised, since its UIDs already mean something.
+        The shard's counter moves past *uidvalidity*, so no folder created later repeats it.
+        """
+        if not 0 < uidvalidity < 2 ** 32:
+            raise ValueError(f"UIDVALIDITY {uidvalidity} is not a 32-bit number above 0")
+        with self.transaction():
+            row = self._folder_row(name)
+            if row is None:
+                for parent in names.parents(name):
+                    if self._folder_row(parent) is None:
+                        self._insert_folder(parent)
+                self._insert_folder(name)
+                row = self._folder_row(name)
+            if row[2] != uidvalidity:
+                if row[3] != 1:
+                    raise FolderExists(f"UIDs have been given out in {name!r} already "
+                                       f"(UIDVALIDITY {row[2]}, UIDNEXT {row[3]})")
+                self.db.execute("UPDATE folders SET uidvalidity = ? WHERE id = ?",
+                                (uidvalidity, row[0]))
+            self.db.execute(
+                "INSERT INTO meta(key, value) VALUES ('uidvalidity', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                (uidvalidity,))
+            return self.status(name)
+
+    def insert_rows(self, folder: str, rows) -> None:
+        """Index files under the UIDs another server gave them: rows of (uid, file, size,
+        flags, internaldate, summary) in ascending UID order.
+
+        A UID below the folder's uidnext may have been used already, so it is refused
+        (ValueError) and nothing is written; uidnext becomes the last UID + 1.  The
+        caller wraps this in a transaction together with the rest of its batch.
+        """
+        with self.transaction():
+            row = self._folder_row(folder)
+            if row is None:
+                raise NoSuchFolder(f"no folder named {folder!r}")
+            folder_id, uidnext = row[0], row[3]
+            for uid, file, size, flags, internaldate, summary in rows:
+                if not uidnext <= uid < 2 ** 32:
+                    raise ValueError(f"UID {uid} in {folder!r} is not above the UIDs "
+                                     f"already given out (UIDNEXT {uidnext})")
+                self._keep_summary(file, summary)
+                self.db.execute(
+                    "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, "
+                    "seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (folder_id, uid, file, size, internaldate, names.flags_text(flags),
+                     int(names.SEEN in flags)))
+                uidnext = uid + 1
+            self.db.execute("UPDATE folders SET uidnext = max(uidnext, ?) WHERE id = ?",
+                            (uidnext, folder_id))
+
+    def raise_uidnext(self, folder: str, uidnext: int) -> None:
+        """Move the folder's uidnext up to *uidnext* (never down: UIDs are not reused)."""
+        with self.transaction():
+            self.db.execute("UPDATE folders SET uidnext = max(uidnext, ?) WHERE id = ?",
+                            (uidnext, self.folder_id(folder)))
+
+    def holds_file(self, folder: str, file: str) -> bool:
+        """Does a message of *folder* use *file*?  (The loader names files after their
+        bytes, so this tells it the message is in the folder already.)"""
+        return self.db.execute(
+            "SELECT 1 FROM messages WHERE file = ? AND folder_id = ? LIMIT 1",
+            (file, self.folder_id(folder))).fetchone() is not None
+
+    def uses_file(self, file: str) -> bool:
+        """Does any message of the shard use *file*?"""
+        return self.db.execute("SELECT 1 FROM messages WHERE file = ? LIMIT 1",
+                               (file,)).fetchone() is not None
 
 
 class _Transaction:

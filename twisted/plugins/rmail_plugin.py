@@ -9,6 +9,12 @@ from zope.interface import implementer
 class Options(usage.Options):
     optParameters = [["config", "c", "config.json", "the rmail config file"]]
 
+    def postOptions(self):
+        import os
+        if not os.path.exists(self["config"]):
+            raise usage.UsageError(f"no config file {self['config']}: run `python run.py init` "
+                                   "or give --config PATH")
+
 
 @implementer(IServiceMaker, IPlugin)
 class RmailServiceMaker:

@@ -1,0 +1,85 @@
+"""A folder's message list for the API, from the index alone.
+
+The list shows from/to/cc/subject/date for each message without opening a message
+file: the store keeps each message's header block in its index at delivery
+(``messages(..., headers=True)``), and the fields are read from it with the same
+RFC 5322 parser IMAP's ENVELOPE uses (``rmail.rfc5322``), so both views agree.
+``preview`` is null: the index keeps no body text, and reading bodies to list would
+open every file of the page.
+
+Paging is newest first: offset 0 is the highest UID.  A folder nobody has expunged
+from holds exactly the UIDs 1 .. uidnext-1 (UIDs only grow, RFC 3501 section 2.3.1.1),
+so when its count is uidnext-1 the page's UIDs follow from the folder's status alone
+and only the page's rows are read; otherwise every UID of the folder is read from the
+index to find the page.  Either way a deep page costs what the first one does.
+
+Pure functions, safe on any thread.
+"""
+
+import datetime
+
+from rmail import rfc5322
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500  # SPEC: limit at most 500
+
+
+def dense_page_uids(status, offset: int, limit: int):
+    """The UIDs of one page, newest first, from a FolderInfo alone; None unless the folder
+    has no gaps in its UIDs."""
+    if status.messages != status.uidnext - 1:
+        return None
+    top = status.messages - offset
+    return list(range(top, max(0, top - limit), -1))
+
+
+def page_uids(infos, offset: int, limit: int) -> list[int]:
+    """The UIDs of one page, newest first, from MessageInfos in UID order."""
+    end = len(infos) - offset
+    if end <= 0:
+        return []
+    return [info.uid for info in reversed(infos[max(0, end - limit):end])]
+
+
+def _text(raw: bytes | None) -> str:
+    return "" if not raw else raw.decode("utf-8", "replace")
+
+
+def _addresses(value: bytes | None) -> list[dict]:
+    if value is None:
+        return []
+    out = []
+    for name, _route, mailbox, host in rfc5322.addresses(value, fill=False):
+        if host is None:  # the start or end of a group (RFC 3501 section 7.4.2)
+            continue
+        address = _text(mailbox) + ("@" + _text(host) if host else "")
+        out.append({"name": rfc5322.decode_words(name).strip() if name else None,
+                    "address": address})
+    return out
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def summary(info) -> dict:
+    """The API's view of one message (a MessageInfo read with its header block)."""
+    first = {}
+    for name, value, _, _ in rfc5322.header_fields(info.header or b""):
+        first.setdefault(name, value)
+    senders = _addresses(first.get(b"from"))
+    date = first.get(b"date")
+    parsed = rfc5322.parse_date(date) if date is not None else None
+    subject = first.get(b"subject")
+    return {
+        "uid": info.uid,
+        "from": senders[0] if senders else None,
+        "to": _addresses(first.get(b"to")),
+        "cc": _addresses(first.get(b"cc")),
+        "subject": rfc5322.decode_words(subject).strip(" \t") if subject is not None else "",
+        "date": _iso(parsed[0] if parsed is not None else info.internaldate),
+        "flags": sorted(info.flags),
+        "size": info.size,
+        "preview": None,
+    }
