@@ -914,3 +914,16 @@ def test_a_loader_removes_what_an_interrupted_run_left_uncommitted(mail_root):
         assert [r[0] for r in loader.index.messages("INBOX")] == [1]
     finally:
         loader.close()
+
+
+def test_page_counts_from_the_newest_message_across_gaps(store):
+    for _ in range(7):
+        append(store)
+    call(store, "set_flags", "INBOX", [2, 5, 6], ["\\Deleted"], "add")
+    call(store, "expunge", "INBOX")  # UIDs 1 3 4 7 remain
+    assert call(store, "page", "INBOX", 0, 3) == (4, [7, 4, 3])
+    assert call(store, "page", "INBOX", 3, 3) == (4, [1])
+    assert call(store, "page", "INBOX", 4, 3) == (4, [])
+    assert call(store, "page", "Sent", 0, 10) == (0, [])
+    with pytest.raises(NoSuchFolder):
+        call(store, "page", "Nope", 0, 10)

@@ -120,6 +120,10 @@ class IUserStore(Interface):
         without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None),
         with *headers* each message's header block is read from the index."""
 
+    def page(folder, offset, limit):
+        """Deferred (number of messages, [UIDs of one page, newest first]): the messages
+        *offset* to *offset* + *limit* counting from the highest UID down."""
+
     def select(folder, claim_recent=True):
         """Deferred (FolderInfo, [(UID, flags)] in UID order, [UIDs \\Recent for this
         session]) read together; with *claim_recent* those messages stop being \\Recent

@@ -293,6 +293,10 @@ class Shard:
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
+    def page(self, folder, offset, limit):
+        d = self._check(names.folder_name, folder)
+        return d.addCallback(lambda name: self._run(self._index.page, name, offset, limit))
+
     def select(self, folder, claim_recent=True):
         def read(name):
             status = self._index.status(name)

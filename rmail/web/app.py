@@ -240,11 +240,7 @@ class API:
         offset = inputs.query_number(request, "offset", 0, 0, 10**9)
         limit = inputs.query_number(request, "limit", listing.DEFAULT_LIMIT, 1, listing.MAX_LIMIT)
         shard = self.store.user(user.address)
-        status = await shard.status(name)
-        total, uids = status.messages, listing.dense_page_uids(status, offset, limit)
-        if uids is None:
-            infos = await shard.messages(name, summaries=False)
-            total, uids = len(infos), listing.page_uids(infos, offset, limit)
+        total, uids = await shard.page(name, offset, limit)
         rows = await shard.messages(name, uids, summaries=False, headers=True) if uids else []
         page = await threads.deferToThread(
             lambda: [listing.summary(info) for info in reversed(rows)])

@@ -7,11 +7,9 @@ RFC 5322 parser IMAP's ENVELOPE uses (``rmail.rfc5322``), so both views agree.
 ``preview`` is null: the index keeps no body text, and reading bodies to list would
 open every file of the page.
 
-Paging is newest first: offset 0 is the highest UID.  A folder nobody has expunged
-from holds exactly the UIDs 1 .. uidnext-1 (UIDs only grow, RFC 3501 section 2.3.1.1),
-so when its count is uidnext-1 the page's UIDs follow from the folder's status alone
-and only the page's rows are read; otherwise every UID of the folder is read from the
-index to find the page.  Either way a deep page costs what the first one does.
+Paging is newest first: offset 0 is the highest UID.  The store finds a page's UIDs by
+walking its index backwards (``IUserStore.page``) and only the page's rows are read, so
+a deep page costs what the first one does, gaps left by expunges or not.
 
 Pure functions, safe on any thread.
 """
@@ -22,23 +20,6 @@ from rmail import rfc5322
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500  # SPEC: limit at most 500
-
-
-def dense_page_uids(status, offset: int, limit: int):
-    """The UIDs of one page, newest first, from a FolderInfo alone; None unless the folder
-    has no gaps in its UIDs."""
-    if status.messages != status.uidnext - 1:
-        return None
-    top = status.messages - offset
-    return list(range(top, max(0, top - limit), -1))
-
-
-def page_uids(infos, offset: int, limit: int) -> list[int]:
-    """The UIDs of one page, newest first, from MessageInfos in UID order."""
-    end = len(infos) - offset
-    if end <= 0:
-        return []
-    return [info.uid for info in reversed(infos[max(0, end - limit):end])]
 
 
 def _text(raw: bytes | None) -> str:
