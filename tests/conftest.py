@@ -68,3 +68,12 @@ def server(tmp_path):
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def net():
+    """Loopback DNS and SMTP receivers for the relay tests (``tests.relay_peers``)."""
+    from tests.relay_peers import Network  # it imports this module
+    peers = Network().start()
+    yield peers
+    peers.stop()

@@ -9,14 +9,7 @@ import pytest
 
 from tests import harness
 from tests.harness import ROOT, Process, assert_one_line_error
-from tests.relay_peers import Network, queued, relay_overrides, submit, wait_until
-
-
-@pytest.fixture
-def net():
-    net = Network().start()
-    yield net
-    net.stop()
+from tests.relay_peers import queued, relay_overrides, submit, wait_until
 
 
 def queue_cli(config, *args):

@@ -6,15 +6,8 @@ import pytest
 from tests.conftest import in_reactor
 from tests.harness import APIClient, Server
 from tests.relay_peers import (
-    LogCapture, Network, relay_server, submit, wait_queue_empty,
+    LogCapture, relay_server, submit, wait_queue_empty,
 )
-
-
-@pytest.fixture
-def net():
-    net = Network().start()
-    yield net
-    net.stop()
 
 
 @pytest.fixture

@@ -11,16 +11,9 @@ import pytest
 from tests import harness
 from tests.conftest import in_reactor
 from tests.relay_peers import (
-    LogCapture, Network, SilentDNS, queue_dir, queued, relay_overrides, relay_server,
+    LogCapture, SilentDNS, queue_dir, queued, relay_overrides, relay_server,
     submit, wait_queue_empty, wait_until,
 )
-
-
-@pytest.fixture
-def net():
-    net = Network().start()
-    yield net
-    net.stop()
 
 
 @pytest.fixture

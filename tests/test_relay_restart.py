@@ -4,20 +4,11 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from tests import harness
 from tests.harness import ROOT, Process
 from tests.relay_peers import (
-    Network, queued, relay_overrides, submit, wait_queue_empty, wait_until,
+    queued, relay_overrides, submit, wait_queue_empty, wait_until,
 )
-
-
-@pytest.fixture
-def net():
-    net = Network().start()
-    yield net
-    net.stop()
 
 
 def configure(tmp_path, net, **overrides):
