@@ -23,7 +23,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from rmail import config as rconfig
+from rmail import config as rconfig, crashpoint
 from rmail.auth import Authenticator
 from rmail.delivery import MailPolicy
 from rmail.directory import Directory, DirectoryError
@@ -231,6 +231,10 @@ def _bind_advice(key, address, port, error) -> str:
 def build(config_path: str, clock=reactor) -> RmailService:
     """The service for a config file; StartError/ConfigError with one line when it cannot be."""
     config = rconfig.load(config_path)
+    try:
+        crashpoint.arm(os.environ.get("RMAIL_CRASHPOINT"))
+    except crashpoint.UnknownCrashPoint as e:
+        raise StartError(str(e))
     if not config.http.jwt_secret:
         log.warn("http.jwt_secret is empty; run `python run.py init` to create a config with one")
     return RmailService(config, clock)

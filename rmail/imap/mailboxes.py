@@ -10,6 +10,7 @@ Every command goes through the session's ``Account`` and selected ``Mailbox``
 import re
 import datetime
 
+from rmail import crashpoint
 from rmail.imap import folders
 from rmail.imap.arguments import Arguments, opt_datetime, opt_plist, plist
 
@@ -148,7 +149,9 @@ class MailboxCommands(Arguments):
 
         def appended(result):
             uidvalidity, uid = result
+            crashpoint.reach("imap.before-ok")
             self.sendPositiveResponse(tag, b"[APPENDUID %d %d] APPEND completed" % (uidvalidity, uid))
+            crashpoint.after_flush(self.transport, "imap.after-ok")
         d.addCallbacks(appended, lambda f: self._fail(tag, f, b"APPEND"))
 
     auth_APPEND = select_APPEND = (do_APPEND, Arguments.arg_astring,

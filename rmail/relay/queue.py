@@ -32,7 +32,7 @@ import secrets
 import shutil
 import time
 
-from rmail import durable
+from rmail import crashpoint, durable
 from rmail.relay.entry import DamagedEntry, QueueEntry
 
 
@@ -101,8 +101,10 @@ class QueueDir:
         _link_or_copy(source_path, dest)
         try:
             durable.fsync_dir(self.messages_dir)
+            crashpoint.reach("queue.linked")
             entry = QueueEntry.new(queue_id, sender, recipients, os.stat(dest).st_size)
             durable.write_atomic(self.entry_path(queue_id), entry.to_json())
+            crashpoint.reach("queue.written")
         except BaseException:
             _unlink(dest)
             raise

@@ -34,6 +34,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rmail import crashpoint
 from rmail.relay import control, dsn, results
 from rmail.relay.client import Job, open_session
 from rmail.relay.entry import DELIVERED, FAILED
@@ -408,6 +409,7 @@ class RelayService(service.Service):
             r.last_reply = str(reply)
             r.last_host = label if label != "-" else ""
             if reply.ok:
+                crashpoint.reach("relay.accepted")
                 r.status = DELIVERED
                 verdict = "delivered"
             elif reply.permanent:

@@ -30,7 +30,7 @@ from twisted.cred import error as cred_error
 from twisted.logger import Logger
 from twisted.mail import smtp
 
-from rmail import auth
+from rmail import auth, crashpoint
 from rmail.session import Session
 from rmail.logs import cached_per_second
 from rmail.delivery import Refused
@@ -451,7 +451,9 @@ class SMTPServer(Session, smtp.ESMTP):
         d.addCallback(lambda _: self.factory.policy.deliver(writer, [u for _, u in self._to]))
 
         def delivered(uids):
+            crashpoint.reach("smtp.before-250")
             self._finish_transaction(replies.ACCEPTED, reader.size)
+            crashpoint.after_flush(self.transport, "smtp.after-250")
 
         def failed(f):
             if f.check(OSError):

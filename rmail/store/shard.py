@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rmail import durable
+from rmail import crashpoint, durable
 from rmail.store import hub as changes, names
 from rmail.store.index import ShardIndex
 from rmail.store.interfaces import (
@@ -217,6 +217,7 @@ class Shard:
         summaries = {i: self._summary(batch[i]) for i in placed}
         try:
             if placed:
+                crashpoint.reach("store.placed")
                 durable.fsync_dir(self.messages_dir)
             with self._index.transaction():
                 for i in placed:
@@ -228,6 +229,7 @@ class Shard:
                         results[i] = uid
                     except StoreError as err:
                         results[i] = err
+            crashpoint.reach("store.committed")
         except Exception as err:
             for i in placed:
                 results[i] = err

@@ -17,6 +17,7 @@ import time
 from twisted.internet import defer, threads
 from zope.interface import implementer
 
+from rmail import crashpoint
 from rmail.store.interfaces import IMessageWriter
 
 CHUNK = 256 * 1024
@@ -75,7 +76,9 @@ class MessageWriter:
         while view:
             view = view[os.write(self._fd, view):]
         if sync:
+            crashpoint.reach("spool.written")
             os.fsync(self._fd)
+            crashpoint.reach("spool.fsynced")
             os.close(self._fd)
             self._fd = None
 

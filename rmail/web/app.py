@@ -22,7 +22,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from rmail import auth
+from rmail import auth, crashpoint
 from rmail.delivery import Refused
 from rmail.directory import DirectoryError, split_address
 from rmail.store.interfaces import StoreError
@@ -268,6 +268,10 @@ class API:
                  remote=request.remote, user=user.address, uid=uid, size=writer.size,
                  folder=name)
         request.setHeader(b"Location", b"/folders/%s/messages/%d" % (folder.encode(), uid))
+        crashpoint.reach("http.before-201")
+        if crashpoint.armed("http.after-201"):
+            request.notifyFinish().addBoth(
+                lambda _: crashpoint.after_flush(request.transport, "http.after-201"))
         return _respond(request, 201, {"uid": uid})
 
     async def _message(self, request, folder, uid):
