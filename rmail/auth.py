@@ -4,9 +4,9 @@
 argon2 runs in the thread pool so a storm of bad logins never stalls the reactor.
 ``MailRealm`` hands each protocol its avatar for the authenticated user.
 ``Authenticator`` is what the protocols call: it refuses addresses that failed too often
-(more than ``FAILURES_ALLOWED`` in ``FAILURE_WINDOW`` seconds refuses that remote address
-for ``LOCKOUT`` seconds, across SMTP, IMAP and HTTP alike), logs every attempt with the
-remote address, and returns the avatar.
+(more than ``limits.login_failures`` in a minute refuses that remote address for
+``limits.login_lockout`` seconds, across SMTP, IMAP and HTTP alike), logs every attempt
+with the remote address, and returns the avatar.
 """
 
 import collections
@@ -20,17 +20,20 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from rmail.config import Limits
 from rmail.directory import Directory
 
-FAILURES_ALLOWED = 10
-FAILURE_WINDOW = 60.0
-LOCKOUT = 60.0
+FAILURE_WINDOW = 60.0  # seconds over which limits.login_failures are counted
 
 log = Logger(namespace="rmail.auth")
 
 
 class TooManyFailures(error.UnauthorizedLogin):
-    """The remote address is locked out for a while after too many failed logins."""
+    """The remote address is locked out for ``retry_after`` more seconds."""
+
+    def __init__(self, message, retry_after=0):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
 
 
 class IMailUser(Interface):
@@ -129,23 +132,24 @@ class MailRealm:
 class LoginThrottle:
     """Counts failed logins per remote address; refuses an address that failed too often."""
 
-    def __init__(self, clock, allowed=FAILURES_ALLOWED, window=FAILURE_WINDOW, lockout=LOCKOUT):
+    def __init__(self, clock, limits=Limits):
         self.clock = clock
-        self.allowed = allowed
-        self.window = window
-        self.lockout = lockout
+        self.limits = limits  # () -> the config's limits section in force
+        self.window = FAILURE_WINDOW
         self._failures = collections.defaultdict(collections.deque)
         self._locked_until = {}
 
-    def locked(self, remote: str) -> bool:
+    def locked(self, remote: str) -> float:
+        """Seconds *remote* stays locked out (0: it may try)."""
         until = self._locked_until.get(remote)
         if until is None:
-            return False
-        if self.clock.seconds() >= until:
+            return 0
+        left = until - self.clock.seconds()
+        if left <= 0:
             del self._locked_until[remote]
             self._failures.pop(remote, None)
-            return False
-        return True
+            return 0
+        return left
 
     def failed(self, remote: str) -> None:
         now = self.clock.seconds()
@@ -153,10 +157,11 @@ class LoginThrottle:
         failures.append(now)
         while failures and failures[0] <= now - self.window:
             failures.popleft()
-        if len(failures) > self.allowed:
-            self._locked_until[remote] = now + self.lockout
+        limits = self.limits()
+        if len(failures) > limits.login_failures:
+            self._locked_until[remote] = now + limits.login_lockout
             log.warn("auth: {remote} locked out for {seconds:.0f}s after {n} failed logins",
-                     remote=remote, seconds=self.lockout, n=len(failures))
+                     remote=remote, seconds=limits.login_lockout, n=len(failures))
 
     def succeeded(self, remote: str) -> None:
         self._failures.pop(remote, None)
@@ -165,21 +170,22 @@ class LoginThrottle:
 class Authenticator:
     """The login entry point every protocol uses."""
 
-    def __init__(self, directory: Directory, clock):
+    def __init__(self, directory: Directory, clock, limits=Limits):
         self.directory = directory
         self.realm = MailRealm(directory)
         self.portal = portal.Portal(self.realm, [AddressPasswordChecker(directory, clock)])
-        self.throttle = LoginThrottle(clock)
+        self.throttle = LoginThrottle(clock, limits)
 
     def login(self, creds, remote: str, protocol: str, interface=IMailUser):
         """Fire with the avatar, or fail with UnauthorizedLogin (TooManyFailures when locked)."""
         username = getattr(creds, "username", b"")
         if isinstance(username, bytes):
             username = username.decode("utf-8", "replace")
-        if self.throttle.locked(remote):
+        locked = self.throttle.locked(remote)
+        if locked:
             log.info("auth: {protocol} login refused for {username!r} from {remote}: "
                      "too many failures", protocol=protocol, username=username, remote=remote)
-            return defer.fail(TooManyFailures("too many failed logins"))
+            return defer.fail(TooManyFailures("too many failed logins", locked))
         d = self.portal.login(creds, None, interface)
 
         def ok(result):

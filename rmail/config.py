@@ -10,6 +10,7 @@ the directory holding the config file.
 """
 
 import dataclasses
+import ipaddress
 import json
 import os
 import socket
@@ -38,12 +39,21 @@ class Listen:
 class TLS:
     cert: Optional[str] = None  # None: {mail_root}/tls/cert.pem
     key: Optional[str] = None  # None: {mail_root}/tls/key.pem
+    min_version: str = "1.2"
+
+
+TLS_VERSIONS = ("1.2", "1.3")
 
 
 @dataclass(frozen=True)
 class SMTP:
     max_message_size: int = 52428800
     max_recipients: int = 100
+    # RFC 5321's 512 octets plus room for MAIL/RCPT extension parameters (AUTH lines
+    # may always carry RFC 4954's 12288).
+    max_command_line: int = 2048
+    max_errors: int = 20  # error replies before the client is disconnected
+    idle_timeout: int = 300  # RFC 5321 4.5.3.2.7: at least 5 minutes
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,21 @@ class Relay:
 @dataclass(frozen=True)
 class IMAP:
     allow_plaintext_auth: bool = True
+    idle_timeout: int = 1800  # after login (RFC 3501 5.4: at least 30 minutes)
+    login_timeout: int = 60  # before login
+    max_command_line: int = 65536
+    max_literal: int = 102400  # APPEND literals may be up to smtp.max_message_size
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per client address, shared by every listener."""
+    connections_per_address: int = 30  # open at once
+    connections_per_minute: int = 300
+    # Addresses the two connection limits leave alone (as Postfix exempts mynetworks).
+    exempt_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    login_failures: int = 10  # failed logins in a minute before the address is locked out
+    login_lockout: int = 60  # seconds
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class Config:
     relay: Relay = field(default_factory=Relay)
     imap: IMAP = field(default_factory=IMAP)
     http: HTTP = field(default_factory=HTTP)
+    limits: Limits = field(default_factory=Limits)
     storage: Storage = field(default_factory=Storage)
     # Where the file was read from; not a key of the file.
     path: str = field(default="config.json", compare=False, metadata={"internal": True})
@@ -213,9 +239,28 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"storage.backend: expected one of {', '.join(STORAGE_BACKENDS)}, "
             f"got {json.dumps(config.storage.backend)}")
-    for key in ("max_message_size", "max_recipients"):
-        if getattr(config.smtp, key) < 1:
-            raise ConfigError(f"smtp.{key}: expected a positive integer")
+    for section, keys in (("smtp", ("max_message_size", "max_recipients", "max_errors",
+                                    "idle_timeout")),
+                          ("imap", ("idle_timeout", "login_timeout")),
+                          ("limits", ("connections_per_address", "connections_per_minute",
+                                      "login_failures", "login_lockout"))):
+        for key in keys:
+            if getattr(getattr(config, section), key) < 1:
+                raise ConfigError(f"{section}.{key}: expected a positive integer")
+    for section, key, least in (("smtp", "max_command_line", 512),
+                                ("imap", "max_command_line", 1024),
+                                ("imap", "max_literal", 1024)):
+        if getattr(getattr(config, section), key) < least:
+            raise ConfigError(f"{section}.{key}: expected at least {least} octets")
+    for i, network in enumerate(config.limits.exempt_networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"limits.exempt_networks[{i}]: expected an address or network "
+                              f"such as 127.0.0.0/8, got {json.dumps(network)}")
+    if config.tls.min_version not in TLS_VERSIONS:
+        raise ConfigError(f"tls.min_version: expected one of {', '.join(TLS_VERSIONS)}, "
+                          f"got {json.dumps(config.tls.min_version)}")
     if config.http.token_ttl < 1:
         raise ConfigError("http.token_ttl: expected a positive number of seconds")
     _check_relay(config.relay)

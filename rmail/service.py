@@ -29,6 +29,7 @@ from rmail.delivery import MailPolicy
 from rmail.directory import Directory, DirectoryError
 from rmail.imap import fetch as fetching
 from rmail.imap.factory import IMAPFactory
+from rmail.listener import ClientGate
 from rmail.relay.service import RelayService, RelayStartError
 from rmail.smtp.factory import SMTPFactory
 from rmail.smtp.server import MX, SUBMISSION
@@ -70,27 +71,31 @@ class RmailService(service.MultiService):
         self.clock = clock
         self.directory = Directory(config.mail_root_path, config.domains)
         self.store = open_store(config, describe=fetching.describe)
-        self.authenticator = Authenticator(self.directory, clock)
+        self.authenticator = Authenticator(self.directory, clock,
+                                           lambda: self.settings.config.limits)
         self.relay = RelayService(self.settings, self.directory, self.store, clock)
         self.relay.setServiceParent(self)  # stopped after the listeners' sessions
         self.policy = MailPolicy(self.settings, self.directory, self.store, relay=self.relay)
         try:
-            self.tls = ServerTLS(config.tls_cert_path, config.tls_key_path)
+            self.tls = ServerTLS(config.tls_cert_path, config.tls_key_path,
+                                 config.tls.min_version)
         except TLSError as e:
             raise StartError(str(e))
+        gate = ClientGate(lambda: self.settings.config.limits, clock)
         self.factories = {
             "smtp": SMTPFactory(MX, self.settings, self.policy, self.store,
-                                self.authenticator, self.tls, clock=clock),
+                                self.authenticator, self.tls, gate=gate, clock=clock),
             "submission": SMTPFactory(SUBMISSION, self.settings, self.policy, self.store,
-                                      self.authenticator, self.tls, clock=clock),
+                                      self.authenticator, self.tls, gate=gate, clock=clock),
             "submissions": SMTPFactory(SUBMISSION, self.settings, self.policy, self.store,
                                        self.authenticator, self.tls, implicit_tls=True,
-                                       clock=clock),
-            "imap": IMAPFactory(self.settings, self.store, self.authenticator, self.tls),
+                                       gate=gate, clock=clock),
+            "imap": IMAPFactory(self.settings, self.store, self.authenticator, self.tls,
+                                gate=gate, clock=clock),
             "imaps": IMAPFactory(self.settings, self.store, self.authenticator, self.tls,
-                                 implicit_tls=True),
+                                 implicit_tls=True, gate=gate, clock=clock),
             "http": build_site(self.settings, self.directory, self.store, self.authenticator,
-                               self.policy, self.bound_ports, clock=clock),
+                               self.policy, self.bound_ports, gate=gate, clock=clock),
         }
         self.ports = {}
         self._watcher = None
@@ -175,7 +180,7 @@ class RmailService(service.MultiService):
         path = self.config.path
         try:
             new = rconfig.load(path)
-            self.tls.reload(new.tls_cert_path, new.tls_key_path)
+            self.tls.reload(new.tls_cert_path, new.tls_key_path, new.tls.min_version)
         except (rconfig.ConfigError, TLSError) as e:
             log.error("reload: refused, the running configuration stays: {error}", error=e)
             return False

@@ -2,7 +2,7 @@
 
 Every TLS listener and every STARTTLS uses the same ``ServerTLS`` object; SIGHUP
 calls ``reload`` so a renewed certificate is used by new connections at once while
-established ones keep theirs.  TLS 1.2 is the minimum.
+established ones keep theirs.  TLS 1.2 is the minimum unless ``tls.min_version`` raises it.
 """
 
 import datetime
@@ -21,6 +21,9 @@ from zope.interface import implementer
 from rmail import durable
 
 CERT_DAYS = 825
+
+# tls.min_version -> the floor the context is raised to.
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 class TLSError(Exception):
@@ -65,7 +68,7 @@ def is_self_signed(cert_path: str) -> bool:
     return cert.issuer == cert.subject
 
 
-def load_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
+def load_options(cert_path: str, key_path: str, min_version="1.2") -> ssl.CertificateOptions:
     """CertificateOptions for the server; TLSError naming the file when unusable."""
     try:
         with open(cert_path, "rb") as f:
@@ -88,7 +91,7 @@ def load_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
             raise ValueError("the key does not belong to the certificate")
         return ssl.CertificateOptions(
             privateKey=key, certificate=certs[0], extraCertChain=certs[1:] or None,
-            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            raiseMinimumTo=_VERSIONS[min_version],
         )
     except Exception as e:
         raise TLSError(f"the TLS certificate {cert_path} or key {key_path} is not usable ({e})")
@@ -106,17 +109,19 @@ def _pem_blocks(pem: bytes) -> list[bytes]:
 class ServerTLS:
     """The server's TLS context, swappable while running."""
 
-    def __init__(self, cert_path: str, key_path: str):
+    def __init__(self, cert_path: str, key_path: str, min_version="1.2"):
         self.cert_path = cert_path
         self.key_path = key_path
-        self.options = load_options(cert_path, key_path)
+        self.min_version = min_version
+        self.options = load_options(cert_path, key_path, min_version)
 
-    def reload(self, cert_path=None, key_path=None) -> None:
+    def reload(self, cert_path=None, key_path=None, min_version=None) -> None:
         """Load the (possibly new) files; on TLSError the current context stays."""
         cert_path = cert_path or self.cert_path
         key_path = key_path or self.key_path
-        self.options = load_options(cert_path, key_path)
-        self.cert_path, self.key_path = cert_path, key_path
+        min_version = min_version or self.min_version
+        self.options = load_options(cert_path, key_path, min_version)
+        self.cert_path, self.key_path, self.min_version = cert_path, key_path, min_version
 
     def serverConnectionForTLS(self, tlsProtocol):
         return SSL.Connection(self.options.getContext(), None)

@@ -462,14 +462,26 @@ def test_ehlo_without_argument_is_501(server):
 # -- line length and error limit -------------------------------------------------------------------------------
 
 
-def test_command_line_over_512_octets_is_500_5_5_2(server):
+def test_command_line_over_smtp_max_command_line_is_500_5_5_2(server):
     c = mx(server)
-    assert c.first("NOOP " + "x" * 600).startswith("500 5.5.2")
+    assert c.first("NOOP " + "x" * 3000).startswith("500 5.5.2")
     assert c.first("NOOP").startswith("250 2.0.0")
-    # 512 octets with the CRLF is the limit.
-    assert c.first("NOOP " + "x" * (512 - 2 - 5)).startswith("250 2.0.0")
-    assert c.first("NOOP " + "x" * (512 - 2 - 4)).startswith("500 5.5.2")
+    # smtp.max_command_line (2048) octets with the CRLF is the limit.
+    assert c.first("NOOP " + "x" * (2048 - 2 - 5)).startswith("250 2.0.0")
+    assert c.first("NOOP " + "x" * (2048 - 2 - 4)).startswith("500 5.5.2")
     c.close()
+
+
+def test_smtp_max_command_line_is_the_configured_value(tmp_path):
+    server = harness.Server(tmp_path, in_reactor, smtp__max_command_line=600)
+    server.start()
+    try:
+        c = mx(server)
+        assert c.first("NOOP " + "x" * (600 - 2 - 5)).startswith("250 2.0.0")
+        assert c.first("NOOP " + "x" * (600 - 2 - 4)).startswith("500 5.5.2")
+        c.close()
+    finally:
+        server.stop()
 
 
 def test_unterminated_line_over_12288_octets_gets_one_500(server):

@@ -8,8 +8,9 @@ for that command, a continuation request is sent for synchronizing literals only
 the literal's bytes are kept inline, so the command reaches the parser as
 ``tag APPEND INBOX {5}\\r\\nhello`` (the ``+`` removed).
 
-Limits: a command line is at most ``MAX_LINE`` octets; a literal at most the APPEND
-limit for APPEND and ``MAX_LITERAL`` for anything else.
+Limits: a command line is at most ``max_line`` octets; a literal at most the APPEND
+limit for APPEND and ``max_literal`` for anything else (``imap.max_command_line``,
+``imap.max_literal`` and ``smtp.max_message_size`` in config.json; the defaults below).
 """
 
 import re
@@ -29,11 +30,14 @@ class CommandReader:
     resynchronized and must close).
     """
 
-    def __init__(self, on_command, on_continue, on_refuse, append_limit):
+    def __init__(self, on_command, on_continue, on_refuse, append_limit,
+                 max_line=MAX_LINE, max_literal=MAX_LITERAL):
         self.on_command = on_command
         self.on_continue = on_continue
         self.on_refuse = on_refuse
         self.append_limit = append_limit
+        self.max_line = max_line
+        self.max_literal = max_literal
         self.buffer = b""
         self._parts = []  # the command so far
         self._literal = 0  # octets of literal still to read
@@ -54,7 +58,8 @@ class CommandReader:
                 continue
             newline = self.buffer.find(b"\n")
             if newline < 0:
-                if len(self.buffer) > MAX_LINE:
+                # A CR at the end may be the first half of the line's CRLF: not counted.
+                if len(self.buffer) - self.buffer.endswith(b"\r") > self.max_line:
                     first = self._parts[0] if self._parts else self.buffer
                     self.buffer = b""
                     if not self._skipping:
@@ -68,7 +73,7 @@ class CommandReader:
             if self._skipping:
                 self._skipping = False
                 continue
-            if len(line) > MAX_LINE:
+            if len(line) > self.max_line:
                 first = self._parts[0] if self._parts else line
                 self._parts = []
                 self.on_refuse(first.split(b" ", 1)[0], "command line too long", False)
@@ -86,7 +91,8 @@ class CommandReader:
         first = self._parts[0] if self._parts else line
         tag = first.split(b" ", 1)[0]
         verb = _COMMAND.match(first)
-        limit = self.append_limit if verb and verb.group(1).upper() == b"APPEND" else MAX_LITERAL
+        is_append = verb is not None and verb.group(1).upper() == b"APPEND"
+        limit = self.append_limit if is_append else self.max_literal
         if size > limit:
             self._parts = []
             if plus:

@@ -52,8 +52,10 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         super().__init__(chal={}, contextFactory=factory.tls)
         self.factory = factory
         self.session = secrets.token_hex(4)
+        limits = factory.limits
         self.reader = CommandReader(self._command, self._continue, self._refuse,
-                                    factory.append_limit)
+                                    factory.append_limit, limits.max_command_line,
+                                    limits.max_literal)
         self._busy = None  # (tag, verb, uid) of the command being answered
         self._idle = None  # tag of a running IDLE
         self._sasl = None  # tag of an AUTHENTICATE waiting for its response
@@ -72,13 +74,13 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
     def connectionMade(self):
         self.tags = {}
         self.canStartTLS = self.factory.tls is not None and not self.factory.implicit_tls
-        self.factory.sessions.add(self)
-        self.setTimeout(self.timeOut)
+        self.factory.session_opened(self)
+        self.setTimeout(self.factory.limits.login_timeout)
         self.sendServerGreeting()
 
     def connectionLost(self, reason=None):
         self.setTimeout(None)
-        self.factory.sessions.discard(self)
+        self.factory.session_closed(self)
         self._unselect()
 
     def timeoutConnection(self):
@@ -298,7 +300,7 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         def ok(account):
             self.account = account
             self.state = "auth"
-            self.setTimeout(self.POSTAUTH_TIMEOUT)
+            self.setTimeout(self.factory.limits.idle_timeout)
             self.sendPositiveResponse(
                 tag, b"[CAPABILITY " + b" ".join(self.listCapabilities()) + b"] Logged in")
 

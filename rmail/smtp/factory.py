@@ -1,21 +1,22 @@
 """The SMTP listeners' factory: one per port kind, sharing the policy, store and TLS.
 
-It also owns graceful shutdown (SPEC, Signals): stop taking new transactions, let the
-ones in flight finish within ``limits.SHUTDOWN_GRACE`` seconds, then close the rest.
+Graceful shutdown (SPEC, Signals) and the per-address connection gate are
+``rmail.listener``'s: a session asked to stop closes at once when idle, else right
+after its transaction.
 """
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import protocol, reactor
 
-from rmail.smtp import limits
+from rmail.listener import Listener
 from rmail.smtp.server import SMTPServer
 
 
-class SMTPFactory(protocol.ServerFactory):
+class SMTPFactory(Listener, protocol.ServerFactory):
     protocol = SMTPServer
     noisy = False  # rmail logs its own connection lines
 
     def __init__(self, kind, settings, policy, store, authenticator, tls, implicit_tls=False,
-                 clock=reactor):
+                 gate=None, clock=reactor):
         self.kind = kind
         self.settings = settings
         self.policy = policy
@@ -23,9 +24,7 @@ class SMTPFactory(protocol.ServerFactory):
         self.authenticator = authenticator
         self.tls = tls
         self.implicit_tls = implicit_tls
-        self.clock = clock
-        self.sessions = set()
-        self._drained = []
+        self.init_listener(gate, clock)
 
     @property
     def hostname(self) -> str:
@@ -39,26 +38,14 @@ class SMTPFactory(protocol.ServerFactory):
     def max_recipients(self) -> int:
         return self.settings.config.smtp.max_recipients
 
-    def buildProtocol(self, addr):
+    @property
+    def limits(self):
+        """smtp.* of the config in force (command line, errors, idle timeout)."""
+        return self.settings.config.smtp
+
+    def new_session(self, addr):
         return self.protocol(self)
 
-    def session_closed(self, session):
-        if not self.sessions:
-            waiters, self._drained = self._drained, []
-            for d in waiters:
-                d.callback(None)
-
-    def shut_down(self):
-        """Deferred firing when every session has closed (forced after the grace period)."""
-        if not self.sessions:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._drained.append(d)
-        for session in list(self.sessions):
-            session.shut_down()
-
-        def force():
-            for session in list(self.sessions):
-                session.transport.abortConnection()
-        call = self.clock.callLater(limits.SHUTDOWN_GRACE, force)
-        return d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+    def refusal(self, why):
+        return b"421 4.7.0 %s Too many connections from your address (%s)\r\n" % (
+            self.hostname.encode("utf-8", "replace"), why.encode())

@@ -54,8 +54,6 @@ _REFUSALS = {
 
 
 class SMTPServer(Session, smtp.ESMTP):
-    timeout = limits.IDLE_TIMEOUT
-
     def __init__(self, factory):
         smtp.ESMTP.__init__(self, chal={}, contextFactory=factory.tls)
         self.mode = COMMAND
@@ -76,15 +74,14 @@ class SMTPServer(Session, smtp.ESMTP):
     # -- connection ---------------------------------------------------------------
 
     def connectionMade(self):
-        self.factory.sessions.add(self)
+        self.factory.session_opened(self)
         self.canStartTLS = self.factory.tls is not None and not self.factory.implicit_tls
         self._helo = None
         self.reply(replies.GREETING.format(self.factory.hostname))
-        self.setTimeout(self.timeout)
+        self.setTimeout(self.factory.limits.idle_timeout)
 
     def connectionLost(self, reason=None):
         self.setTimeout(None)
-        self.factory.sessions.discard(self)
         if self._writer is not None:
             self._writer.discard()
             self._log_transaction("aborted: connection lost")
@@ -114,7 +111,7 @@ class SMTPServer(Session, smtp.ESMTP):
         if reply.code >= 400 and reply.code not in (421,):
             self._errors += 1
         self.transport.writeSequence([line + b"\r\n" for line in reply.lines()])
-        if self._errors > limits.MAX_ERRORS and not self._closing:
+        if self._errors > self.factory.limits.max_errors and not self._closing:
             self.transport.writeSequence(
                 [line + b"\r\n" for line in replies.TOO_MANY_ERRORS.format(self.factory.hostname).lines()])
             log.info("smtp: session={session} client={client}: too many errors, disconnected",
@@ -194,8 +191,7 @@ class SMTPServer(Session, smtp.ESMTP):
         if not verb:
             return self.reply(replies.SYNTAX_ERROR)
         verb = verb.upper()
-        limit = {b"AUTH": limits.AUTH_LINE, b"MAIL": limits.MAIL_RCPT_LINE,
-                 b"RCPT": limits.MAIL_RCPT_LINE}.get(verb, limits.COMMAND_LINE)
+        limit = limits.AUTH_LINE if verb == b"AUTH" else self.factory.limits.max_command_line
         if len(line) + 2 > limit:
             return self.reply(replies.LINE_TOO_LONG)
         try:

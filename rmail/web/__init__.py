@@ -16,7 +16,8 @@ from rmail.web.app import API
 from rmail.web.site import ApiSite
 
 
-def build_site(settings, directory, store, authenticator, policy, ports, clock=reactor):
+def build_site(settings, directory, store, authenticator, policy, ports, gate=None,
+               clock=reactor):
     """The factory for the ``http`` listener; *ports* () -> {listener key: bound port}."""
     api = API(settings, directory, store, authenticator, policy, ports)
-    return ApiSite(settings, api, api.app.resource(), clock=clock)
+    return ApiSite(settings, api, api.app.resource(), gate=gate, clock=clock)

@@ -213,9 +213,9 @@ class API:
                                              data["password"].encode("utf-8"))
         try:
             user = await self.authenticator.login(creds, request.remote, "http")
-        except auth.TooManyFailures:
+        except auth.TooManyFailures as e:
             raise ApiError(429, "too many failed logins from your address; try again later",
-                           {b"Retry-After": b"%d" % auth.LOCKOUT})
+                           {b"Retry-After": b"%d" % e.retry_after})
         except cred_error.UnauthorizedLogin:
             raise unauthorized("wrong username or password")
         return _respond(request, 200, {"token": self.tokens.issue(user),

@@ -20,18 +20,19 @@ What happens here, before any route runs:
 - **No HTML.**  Twisted's own error pages (a malformed request, a failure while
   processing) are replaced with JSON ``{"error": ...}``.
 
-Graceful stop (``shut_down``): idle keep-alive connections close at once, requests in
-flight finish (connections close after their response), and whatever is left after
-``SHUTDOWN_GRACE`` seconds is aborted.
+Graceful stop (``rmail.listener``): idle keep-alive connections close at once,
+requests in flight finish (connections close after their response), and whatever is
+left after the grace period is aborted.
 """
 
 import io
 import itertools
 
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
+from rmail.listener import Listener
 from rmail.web import upload
 from rmail.web.errors import JSON, ApiError, error_body, too_large
 
@@ -39,7 +40,6 @@ log = Logger(namespace="rmail.web")
 
 IDLE_TIMEOUT = 300  # seconds a keep-alive connection may sit idle
 LINGER = 5.0  # seconds to drain a refused body before closing
-SHUTDOWN_GRACE = 30.0  # seconds requests in flight get to finish at shutdown
 
 PREFLIGHT_HEADERS = {
     b"Access-Control-Allow-Methods": b"GET, POST, PATCH, DELETE, OPTIONS",
@@ -140,14 +140,13 @@ class ApiChannel(http.HTTPChannel):
 
     def connectionMade(self):
         super().connectionMade()
-        self.site.sessions.add(self)
+        self.site.session_opened(self)
 
     def connectionLost(self, reason):
-        self.site.sessions.discard(self)
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)
-        self.site.session_closed()
+        self.site.session_closed(self)
 
     def allHeadersReceived(self):
         request = self.requests[-1]
@@ -261,7 +260,7 @@ def _error(request, status: int, message: str) -> bytes:
     return body
 
 
-class ApiSite(server.Site):
+class ApiSite(Listener, server.Site):
     """The factory of the ``http`` listener.
 
     ``sessions`` is the set of open connections (what the service counts and shuts
@@ -273,13 +272,11 @@ class ApiSite(server.Site):
     requestFactory = ApiRequest
     noisy = False
 
-    def __init__(self, settings, api, klein_resource, clock=reactor):
+    def __init__(self, settings, api, klein_resource, gate=None, clock=reactor):
         super().__init__(ApiResource(settings, klein_resource), timeout=IDLE_TIMEOUT)
         self.settings = settings
         self.api = api
-        self.clock = clock
-        self.sessions = set()
-        self._drained = []
+        self.init_listener(gate, clock)
 
     @property
     def max_body(self) -> int:
@@ -295,23 +292,8 @@ class ApiSite(server.Site):
     def getSession(self, uid):
         raise NotImplementedError("the API keeps no web sessions")
 
-    def session_closed(self):
-        if not self.sessions:
-            waiters, self._drained = self._drained, []
-            for d in waiters:
-                d.callback(None)
-
-    def shut_down(self):
-        """Deferred firing when every connection has closed (forced after the grace period)."""
-        if not self.sessions:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._drained.append(d)
-        for channel in list(self.sessions):
-            channel.shut_down()
-
-        def force():
-            for channel in list(self.sessions):
-                channel.transport.abortConnection()
-        call = self.clock.callLater(SHUTDOWN_GRACE, force)
-        return d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])
+    def refusal(self, why):
+        body = error_body(f"too many connections from your address ({why})")
+        return (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                b"Retry-After: 60\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(body), body))
