@@ -927,3 +927,19 @@ def test_page_counts_from_the_newest_message_across_gaps(store):
     assert call(store, "page", "Sent", 0, 10) == (0, [])
     with pytest.raises(NoSuchFolder):
         call(store, "page", "Nope", 0, 10)
+
+
+def test_an_index_out_of_space_fails_as_an_os_error(tmp_path):
+    """SQLite's "database or disk is full" reaches the protocols as OSError(ENOSPC), the
+    error they answer "try again later" to, and the transaction leaves nothing behind."""
+    import errno
+    from rmail.store.index import ShardIndex
+    index = ShardIndex(str(tmp_path / "index.sqlite"))
+    pages = index.db.execute("PRAGMA page_count").fetchone()[0]
+    index.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(OSError) as refused:
+        with index.transaction():
+            for i in range(5000):
+                index.add([("INBOX", f"file{i}", 10, [], 0.0, None)])
+    assert refused.value.errno == errno.ENOSPC
+    assert index.files() == set()

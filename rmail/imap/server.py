@@ -18,6 +18,7 @@ TWISTED.md records on the stock class:
   removed when a session ends (item 21); store calls are Deferreds throughout (22).
 """
 
+import errno
 import base64
 import binascii
 import secrets
@@ -40,6 +41,9 @@ from rmail.store.interfaces import (
 )
 
 log = Logger(namespace="rmail.imap")
+
+# A write refused for want of space (disk full, quota, file size limit): NO [OVERQUOTA].
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # Commands whose answers must not carry EXPUNGE (RFC 3501 7.4.1).
 _NO_EXPUNGE = (b"FETCH", b"STORE", b"SEARCH")
@@ -210,6 +214,9 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
             return self.sendNegativeResponse(tag, str(failure.value).encode("utf-8", "replace"))
         if failure.check(OSError):
             log.failure("imap: session={session}: storage error", failure, session=self.session)
+            if failure.value.errno in _NO_SPACE:
+                return self.sendNegativeResponse(tag, b"[OVERQUOTA] Not enough disk space, "
+                                                      b"try again later")
             return self.sendNegativeResponse(tag, b"[SERVERBUG] Storage error, try again later")
         log.failure("imap: session={session}: {what} failed", failure, session=self.session,
                     what=what)

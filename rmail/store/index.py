@@ -14,6 +14,7 @@ never reused in a folder; a folder created again under an old name gets a new
 UIDVALIDITY, drawn from a shard-wide counter that only grows too.
 """
 
+import errno
 import sqlite3
 import time
 
@@ -65,6 +66,13 @@ _FOLDER_COLUMNS = "id, name, uidvalidity, uidnext, special_use, subscribed, rece
 class ShardIndex:
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare()
+        except BaseException:
+            self.db.close()  # a damaged file: the caller may try again, leaking nothing
+            raise
+
+    def _prepare(self):
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
@@ -448,8 +456,31 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         if self.outer:
             try:
-                self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                if exc_type is None:
+                    self.db.execute("COMMIT")
+                elif self.db.in_transaction:  # SQLite may have rolled back by itself
+                    self.db.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection rolls back when it can
+                raise _as_os_error(e) from e
             finally:
                 if not self.durable:
                     self.db.execute("PRAGMA synchronous=FULL")
+        if isinstance(exc, sqlite3.Error) and _as_os_error(exc) is not exc:
+            raise _as_os_error(exc) from exc
         return False
+
+
+def _as_os_error(e: sqlite3.Error) -> Exception:
+    """SQLite's disk-full and I/O errors as the OSError every protocol answers "try again
+    later" to (452 4.3.1, NO [OVERQUOTA], 507); any other error as it is."""
+    primary = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        return OSError(errno.ENOSPC, f"the index is out of disk space ({e})")
+    if primary == sqlite3.SQLITE_IOERR:
+        return OSError(errno.EIO, f"the index cannot be written ({e})")
+    return e

@@ -185,9 +185,10 @@ class API:
 
     @app.handle_errors(OSError)
     def storage_failed(self, request, failure):
+        """A failed write or fsync (disk full, I/O error): 507, nothing stored."""
         log.failure("http: request {id}: storage error", failure, id=request.id)
         return self._refused(request, ApiError(
-            503, f"the mail store failed (request {request.id}); try again later"))
+            507, f"the mail store could not write (request {request.id}); try again later"))
 
     @app.handle_errors(Exception)
     def unexpected(self, request, failure):
