@@ -344,6 +344,22 @@ def test_secret_change_on_sighup_ends_tokens(own_server, own_api):
     assert own_api.request("GET", "/folders").status == 200
 
 
+def test_a_remembered_token_still_expires(own_server):
+    """Verified tokens are remembered to skip the HMAC; exp is checked on every use."""
+    import types
+    from rmail.web.tokens import InvalidToken, TokenIssuer
+    now = [time.time()]  # PyJWT checks the first use against the real clock
+    issuer = TokenIssuer(types.SimpleNamespace(config=own_server.service.config),
+                         own_server.service.directory, clock=lambda: now[0])
+    alice = own_server.service.directory.user("alice@example.com")
+    token = issuer.issue(alice)
+    assert issuer.verify(token) is alice
+    assert issuer.verify(token) is alice  # the remembered path
+    now[0] += own_server.service.config.http.token_ttl + 1
+    with pytest.raises(InvalidToken, match="expired"):
+        issuer.verify(token)
+
+
 def test_login_throttle_is_shared_with_imap(own_server):
     client = APIClient(own_server.port("http"))
     for _ in range(11):

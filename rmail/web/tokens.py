@@ -10,7 +10,9 @@ issued.  The last check uses ``gen`` and not ``iat``: ``iat`` has whole seconds,
 password changed in the same second as a login must still end that login's token.
 
 Everything here is in memory (the directory is a snapshot), so it runs on the reactor
-thread.
+thread.  A token whose signature verified is remembered with its claims (``KEPT``
+tokens at most, per signing key), so a client's next requests skip the HMAC and the
+parsing; ``exp``, the user and the password generation are checked on every request.
 """
 
 import time
@@ -18,6 +20,7 @@ import time
 import jwt
 
 ALGORITHM = "HS256"
+KEPT = 4096  # verified tokens remembered
 
 
 class InvalidToken(Exception):
@@ -33,6 +36,7 @@ class TokenIssuer:
         self.settings = settings  # .config is the config in force (replaced on SIGHUP)
         self.directory = directory
         self.clock = clock
+        self._verified = {}  # token -> (key, sub, gen, exp) of a signature that verified
 
     @property
     def ttl(self) -> int:
@@ -61,6 +65,21 @@ class TokenIssuer:
             key = self.key()
         except NoKey as e:
             raise InvalidToken(str(e))
+        kept = self._verified.get(token)
+        if kept is not None and kept[0] == key:
+            _, address, generation, expires = kept
+            if expires <= self.clock():  # as PyJWT: valid while now < exp
+                del self._verified[token]
+                raise InvalidToken("the token has expired; log in again")
+            return self._user(address, generation)
+        address, generation, expires = self._decode(token, key)
+        if len(self._verified) >= KEPT:
+            self._verified.clear()
+        self._verified[token] = (key, address, generation, expires)
+        return self._user(address, generation)
+
+    def _decode(self, token, key):
+        """(sub, gen, exp) of a token whose signature verifies; InvalidToken otherwise."""
         try:
             claims = jwt.decode(token, key, algorithms=[ALGORITHM],
                                 options={"require": ["sub", "gen", "iat", "exp"]},
@@ -75,9 +94,12 @@ class TokenIssuer:
             raise InvalidToken(f"the token has no {e.claim!r} claim")
         except jwt.InvalidTokenError:
             raise InvalidToken("the token is malformed")
-        address, generation = claims["sub"], claims["gen"]
+        address, generation, expires = claims["sub"], claims["gen"], claims["exp"]
         if not isinstance(address, str) or type(generation) is not int:
             raise InvalidToken("the token is malformed")
+        return address, generation, expires
+
+    def _user(self, address, generation):
         user = self.directory.user(address)
         if user is None:
             raise InvalidToken("the token's user no longer exists")
