@@ -1,7 +1,9 @@
 """Authentication for every protocol: one checker, one realm, one throttle.
 
 ``AddressPasswordChecker`` checks a full address and password against the directory;
-argon2 runs in the thread pool so a storm of bad logins never stalls the reactor.
+argon2 runs in threads of its own (``PasswordHashing``), never on the reactor thread
+and never in the pool the store works in, so a storm of bad logins slows neither
+anyone's session nor the delivery of mail.
 ``MailRealm`` hands each protocol its avatar for the authenticated user.
 ``Authenticator`` is what the protocols call: it refuses addresses that failed too often
 (more than ``limits.login_failures`` in a minute refuses that remote address for
@@ -12,12 +14,14 @@ with the remote address, and returns the avatar.
 import collections
 import hashlib
 import hmac
+import os
 import secrets
 
 from twisted.cred import credentials, error, portal
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.internet import defer, threads
+from twisted.internet import defer, reactor, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
 
 from rmail.config import Limits
@@ -76,6 +80,23 @@ class VerifiedCache:
             self._entries.popitem(last=False)
 
 
+class PasswordHashing:
+    """A small thread pool of its own for argon2 (one thread a core, at most 4).
+
+    argon2 takes a good fraction of a second of CPU by design; in the reactor's pool
+    fifty bad logins would hold every thread the store needs for that long."""
+
+    def __init__(self):
+        self._pool = None
+
+    def run(self, fn, *args):
+        if self._pool is None:
+            self._pool = ThreadPool(0, min(4, os.cpu_count() or 2), name="rmail-passwords")
+            self._pool.start()
+            reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return threads.deferToThreadPool(reactor, self._pool, fn, *args)
+
+
 @implementer(ICredentialsChecker)
 class AddressPasswordChecker:
     credentialInterfaces = (credentials.IUsernamePassword,)
@@ -83,6 +104,7 @@ class AddressPasswordChecker:
     def __init__(self, directory: Directory, clock=None):
         self.directory = directory
         self.verified = VerifiedCache(clock) if clock is not None else None
+        self.hashing = PasswordHashing()
 
     def requestAvatarId(self, creds):
         try:
@@ -99,7 +121,7 @@ class AddressPasswordChecker:
             return defer.fail(error.UnauthorizedLogin("no such user"))
         if self.verified is not None and self.verified.hit(user, password):
             return defer.succeed(user.address)
-        d = threads.deferToThread(Directory.verify_password, user, password)
+        d = self.hashing.run(Directory.verify_password, user, password)
 
         def checked(ok):
             if not ok:
@@ -138,6 +160,7 @@ class LoginThrottle:
         self.window = FAILURE_WINDOW
         self._failures = collections.defaultdict(collections.deque)
         self._locked_until = {}
+        self._checking = collections.Counter()  # remote -> logins being checked now
 
     def locked(self, remote: str) -> float:
         """Seconds *remote* stays locked out (0: it may try)."""
@@ -151,17 +174,38 @@ class LoginThrottle:
             return 0
         return left
 
-    def failed(self, remote: str) -> None:
-        now = self.clock.seconds()
-        failures = self._failures[remote]
-        failures.append(now)
-        while failures and failures[0] <= now - self.window:
+    def crowded(self, remote: str) -> bool:
+        """So many logins from *remote* are being checked that, should they all fail,
+        it would be locked out: the next is refused without a check (a parallel burst
+        cannot outrun the lockout, nor keep the password threads busy)."""
+        checking = self._checking.get(remote, 0)
+        return checking > 0 and checking + self._recent(remote) > self.limits().login_failures
+
+    def checking(self, remote: str, delta: int) -> None:
+        self._checking[remote] += delta
+        if self._checking[remote] <= 0:
+            del self._checking[remote]
+
+    def _recent(self, remote: str) -> int:
+        """Failures of *remote* within the window (older ones forgotten)."""
+        failures = self._failures.get(remote)
+        if failures is None:
+            return 0
+        horizon = self.clock.seconds() - self.window
+        while failures and failures[0] <= horizon:
             failures.popleft()
+        if not failures:
+            del self._failures[remote]
+        return len(failures)
+
+    def failed(self, remote: str) -> None:
+        self._failures[remote].append(self.clock.seconds())
+        failures = self._recent(remote)
         limits = self.limits()
-        if len(failures) > limits.login_failures:
-            self._locked_until[remote] = now + limits.login_lockout
+        if failures > limits.login_failures:
+            self._locked_until[remote] = self.clock.seconds() + limits.login_lockout
             log.warn("auth: {remote} locked out for {seconds:.0f}s after {n} failed logins",
-                     remote=remote, seconds=limits.login_lockout, n=len(failures))
+                     remote=remote, seconds=limits.login_lockout, n=failures)
 
     def succeeded(self, remote: str) -> None:
         self._failures.pop(remote, None)
@@ -186,7 +230,14 @@ class Authenticator:
             log.info("auth: {protocol} login refused for {username!r} from {remote}: "
                      "too many failures", protocol=protocol, username=username, remote=remote)
             return defer.fail(TooManyFailures("too many failed logins", locked))
+        if self.throttle.crowded(remote):
+            log.info("auth: {protocol} login refused for {username!r} from {remote}: "
+                     "too many logins at once", protocol=protocol, username=username,
+                     remote=remote)
+            return defer.fail(TooManyFailures("too many logins at once", 1))
+        self.throttle.checking(remote, 1)
         d = self.portal.login(creds, None, interface)
+        d.addBoth(lambda result: (self.throttle.checking(remote, -1), result)[1])
 
         def ok(result):
             _, avatar, _ = result
