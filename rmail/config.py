@@ -306,8 +306,12 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: no such file; create one with `python run.py init`")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} cannot be read)")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
+    except RecursionError:
+        raise ConfigError(f"{path}: not usable JSON (lists or objects nested too deeply)")
     return parse(data, path)

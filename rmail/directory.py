@@ -80,6 +80,9 @@ def compile_pattern(pattern: str) -> re.Pattern:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as e:
         raise DirectoryError(f"alias pattern {pattern!r} is not a valid regular expression: {e}")
+    except (RecursionError, OverflowError) as e:  # "((((...", "a{99999999999999999999}"
+        raise DirectoryError(f"alias pattern {pattern!r} is too large a regular expression "
+                             f"({type(e).__name__})")
 
 
 class DomainFiles:
@@ -110,6 +113,8 @@ def _read_json(path: str, empty):
         return empty
     except (OSError, ValueError) as e:
         raise DirectoryError(f"{path}: cannot be read ({e})")
+    except RecursionError:
+        raise DirectoryError(f"{path}: cannot be read (JSON nested too deeply)")
 
 
 def _write_json(path: str, data) -> None:
@@ -123,7 +128,7 @@ def _parse_users(domain: str, data, path: str) -> dict[str, User]:
                         int(entry.get("password_generation", 1)))
             for local, entry in data.get("users", {}).items()
         }
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as e:
         raise DirectoryError(f"{path}: not a users file ({e!r})")
 
 
@@ -131,9 +136,12 @@ def _parse_aliases(data, path: str) -> list[Alias]:
     if not isinstance(data, list):
         raise DirectoryError(f"{path}: expected a list of {{pattern, target}} objects")
     try:
-        return [Alias(a["pattern"], a["target"], compile_pattern(a["pattern"])) for a in data]
+        aliases = [Alias(a["pattern"], a["target"], compile_pattern(a["pattern"])) for a in data]
     except (KeyError, TypeError) as e:
         raise DirectoryError(f"{path}: not an aliases file ({e!r})")
+    if not all(isinstance(a.target, str) for a in aliases):  # resolve() reads it as text
+        raise DirectoryError(f"{path}: an alias target is not a string")
+    return aliases
 
 
 class Directory:

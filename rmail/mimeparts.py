@@ -66,7 +66,7 @@ def _content_param(lx: Lexer):
     return (-1,) if ret < 0 else (1, bytes(key), bytes(value))
 
 
-_SECTION_SUFFIX = re.compile(rb"(\d*)(\*?)\Z")
+_SECTION_SUFFIX = re.compile(rb"(\d{0,9})(\*?)\Z")  # longer: not a section number
 
 
 def parameters(lx: Lexer) -> list:

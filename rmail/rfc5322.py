@@ -581,7 +581,7 @@ def parse_date(value: bytes):
         return None
     month = _MONTHS[tok[:3].lower()]
     tok = token()
-    if not tok or len(tok) < 2 or not tok.isdigit():
+    if not tok or not 2 <= len(tok) <= 9 or not tok.isdigit():     # int() reads 4300 digits
         return None
     year = int(tok)
     if len(tok) == 2:                           # obs-year, RFC 5322 §4.3

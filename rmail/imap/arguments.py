@@ -10,14 +10,58 @@ from twisted.mail import imap4
 
 from rmail.imap import fetch as fetching
 
-seqset = imap4.IMAP4Server.arg_seqset
+
+def _syntax_errors(parse, flat=False):
+    """Twisted's *parse*, raising its errors for unbalanced parentheses or quotes and
+    malformed literals (``parseNestedParens``) as the IllegalClientResponse that the
+    server answers BAD, not as internal errors; *flat*: a list of strings only (no
+    nested list, no NIL), as STATUS items and APPEND flags must be."""
+    def parser(self, line):
+        try:
+            value, rest = parse(self, line)
+        except imap4.MismatchedNesting:
+            raise imap4.IllegalClientResponse("Mismatched parentheses")
+        except imap4.MismatchedQuoting:
+            raise imap4.IllegalClientResponse("Unmatched quotes")
+        except ValueError:  # "{x}": parseNestedParens' int() of a literal's size
+            raise imap4.IllegalClientResponse("Malformed literal")
+        except RecursionError:  # "((((...": collapseStrings recurses once per level
+            raise imap4.IllegalClientResponse("Parentheses nested too deeply")
+        if flat and value is not None and not all(isinstance(v, bytes) for v in value):
+            raise imap4.IllegalClientResponse("Expected a list of atoms")
+        return value, rest
+    return parser
+
+
+def _required(parse):
+    """*parse* for an argument that must be there: a command that ends before it gives
+    the parser None (Twisted's parsers then raise AttributeError or TypeError)."""
+    def parser(self, line):
+        if not line:
+            raise imap4.IllegalClientResponse("Missing argument")
+        return parse(self, line)
+    return parser
+
+
+def _seqset(self, line):
+    """Twisted's sequence set, with RFC 3501's ``*:*`` (which Twisted refuses) read as ``*``."""
+    first, space, rest = line.partition(b" ")
+    first = b",".join(b"*" if part == b"*:*" else part for part in first.split(b","))
+    return imap4.IMAP4Server.arg_seqset(self, first + space + rest)
+
+
+def _opt_charset(self, line):
+    return imap4.IMAP4Server.opt_charset(self, line or b"")  # "SEARCH" alone: None
+
+
+seqset = _required(_seqset)
 atom = imap4.IMAP4Server.arg_atom
-plist = imap4.IMAP4Server.arg_plist
-opt_plist = imap4.IMAP4Server.opt_plist
+plist = _syntax_errors(imap4.IMAP4Server.arg_plist, flat=True)
+opt_plist = _syntax_errors(imap4.IMAP4Server.opt_plist, flat=True)
 opt_datetime = imap4.IMAP4Server.opt_datetime
-opt_charset = imap4.IMAP4Server.opt_charset
-flaglist = imap4.IMAP4Server.arg_flaglist
-searchkeys = imap4.IMAP4Server.arg_searchkeys
+opt_charset = _opt_charset
+flaglist = _required(imap4.IMAP4Server.arg_flaglist)
+searchkeys = _syntax_errors(imap4.IMAP4Server.arg_searchkeys)
 
 
 class Arguments:

@@ -147,7 +147,7 @@ class MessageCommands(Arguments):
 
     def do_SEARCH(self, tag, charset, query, uid=False):
         try:
-            compiled = search.compile(query, charset.decode() if charset else None)
+            compiled = search.compile(query, charset)  # bytes: compile reads it as ASCII
         except search.BadCharset as e:
             return self.sendNegativeResponse(tag, b"[BADCHARSET (UTF-8 US-ASCII)] "
                                              + str(e).encode("ascii", "replace"))

@@ -95,7 +95,7 @@ def compile(query: list, charset: str | bytes | None = None) -> Query:  # noqa: 
     charset = charset or "utf-8"
     try:
         b"a".decode(charset, "replace")  # b"" would skip the codec lookup
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         raise BadCharset(f"charset {_show(charset)} is not supported; use UTF-8") from None
     if not query:
         raise SearchError("SEARCH needs at least one search key")
@@ -123,14 +123,18 @@ _SET = re.compile(rb"(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?"
                   rb"(?:,(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?)*")
 _ATOM_SPECIALS = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\\]]')  # RFC 3501 section 9
 _NUMBER_LIMIT = 2 ** 32  # "number" is a 32-bit unsigned integer (RFC 3501 section 9)
+_NUMBER_DIGITS = 10  # more digits are over the limit (and over what int() reads from text)
+_MAX_NESTING = 100  # parenthesized lists, NOT and OR inside each other
 
 
 class _Compiler:
-    def __init__(self, tokens: list, charset: str, highest_seq: list[int] | None = None):
+    def __init__(self, tokens: list, charset: str, highest_seq: list[int] | None = None,
+                 nesting: list[int] | None = None):
         self._tokens = tokens
         self._pos = 0
         self._charset = charset
         self.highest_seq = highest_seq or [0]  # shared with the compilers of nested lists
+        self._nesting = nesting or [0]  # keys being compiled inside each other, shared too
 
     def all(self) -> _Node:
         """search-key *(SP search-key): all of them must match."""
@@ -140,11 +144,20 @@ class _Compiler:
         return _all_of(nodes)
 
     def key(self) -> _Node:
+        if self._nesting[0] >= _MAX_NESTING:
+            raise SearchError(f"search keys nested more than {_MAX_NESTING} deep")
+        self._nesting[0] += 1
+        try:
+            return self._key()
+        finally:
+            self._nesting[0] -= 1
+
+    def _key(self) -> _Node:
         token = self._take("a search key", "SEARCH")
         if isinstance(token, list):
             if not token:
                 raise SearchError("a parenthesized list needs at least one search key")
-            return _Compiler(token, self._charset, self.highest_seq).all()
+            return _Compiler(token, self._charset, self.highest_seq, self._nesting).all()
         if token is None:
             raise SearchError("unknown search key NIL")
         if token[:1].isdigit() or token[:1] == b"*":
@@ -273,7 +286,7 @@ class _Compiler:
 
     def _number(self, key: str) -> int:
         token = self._atom("a number of octets", key)
-        if not token.isdigit() or int(token) >= _NUMBER_LIMIT:
+        if not token.isdigit() or len(token) > _NUMBER_DIGITS or int(token) >= _NUMBER_LIMIT:
             raise SearchError(f"{key} needs a number of octets, not {_show(token)}")
         return int(token)
 
@@ -389,6 +402,8 @@ def _number_set(token, what: str) -> _NumberSet:
     ranges = []
     for part in token.split(b","):
         lo, _, hi = part.partition(b":")
+        if max(len(lo), len(hi)) > _NUMBER_DIGITS:
+            raise SearchError(f"bad {what} {_show(token)}: numbers stop at 4294967295")
         lo_n, hi_n = (None if n == b"*" else int(n) for n in (lo, hi or lo))
         if any(n is not None and n >= _NUMBER_LIMIT for n in (lo_n, hi_n)):
             raise SearchError(f"bad {what} {_show(token)}: numbers stop at 4294967295")

@@ -36,7 +36,7 @@ def parse(rest: bytes, keyword: bytes, bad_syntax: replies.Reply, allow_null: bo
         raise PathError(replies.BAD_ARGUMENTS.format(f"{keyword.decode()}:<address>"))
     tail = tail.lstrip(b" ")
     if tail.startswith(b"<"):
-        end = tail.find(b">")
+        end = _closing_bracket(tail)
         if end < 0:
             raise PathError(bad_syntax)
         path, params = tail[1:end], tail[end + 1:]
@@ -59,6 +59,22 @@ def parse(rest: bytes, keyword: bytes, bad_syntax: replies.Reply, allow_null: bo
     else:
         address = _check_address(text, bad_syntax)
     return address, _parse_params(params.strip())
+
+
+def _closing_bracket(tail: bytes) -> int:
+    """Where the ``>`` that closes ``<path>`` is: not one inside a quoted local part."""
+    quoted, i = False, 1
+    while i < len(tail):
+        c = tail[i:i + 1]
+        if quoted and c == b"\\":
+            i += 2
+            continue
+        if c == b'"':
+            quoted = not quoted
+        elif c == b">" and not quoted:
+            return i
+        i += 1
+    return -1
 
 
 def _check_address(text: str, bad_syntax) -> str:

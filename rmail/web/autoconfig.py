@@ -81,6 +81,8 @@ def requested_address(body: bytes) -> str:
         root = ET.fromstring(body)
     except ET.ParseError as e:
         raise bad_request(f"the autodiscover request is not well-formed XML ({e})")
+    except (LookupError, ValueError) as e:  # an XML declaration naming an unusable encoding
+        raise bad_request(f"the autodiscover request's encoding cannot be read ({e})")
     for node in root.iter():
         if node.tag.rpartition("}")[2] == "EMailAddress" and (node.text or "").strip():
             return node.text.strip()

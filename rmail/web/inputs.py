@@ -27,12 +27,16 @@ def json_object(raw: bytes) -> dict:
     except json.JSONDecodeError as e:
         raise bad_request(f"the body is not valid JSON (line {e.lineno}, column {e.colno}: "
                           f"{e.msg})")
+    except RecursionError:  # "[[[[...": json's parser recurses once per level
+        raise bad_request("the body's JSON is nested too deeply")
     if not isinstance(value, dict):
         raise bad_request("the body must be a JSON object")
     try:  # "\ud800" escapes decode to lone surrogates, which no later step can encode
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise bad_request("the body holds a \\u escape that is not a Unicode character")
+    except RecursionError:
+        raise bad_request("the body's JSON is nested too deeply")
     return value
 
 
