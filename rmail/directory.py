@@ -24,6 +24,8 @@ import fcntl
 import json
 import os
 import re
+import re._constants as _sre
+import re._parser as _sre_parser
 from dataclasses import dataclass
 
 from passlib.hash import argon2
@@ -76,13 +78,49 @@ def hash_password(password: str) -> str:
 
 
 def compile_pattern(pattern: str) -> re.Pattern:
+    """The compiled alias pattern; DirectoryError for one that is invalid, or that could
+    take exponential time to match (Python's ``re`` backtracks, and RCPT resolves aliases
+    on the reactor thread: ``(a+)+b`` against a 64-letter local part would stall it)."""
     try:
-        return re.compile(pattern, re.IGNORECASE)
+        compiled = re.compile(pattern, re.IGNORECASE)
     except re.error as e:
         raise DirectoryError(f"alias pattern {pattern!r} is not a valid regular expression: {e}")
     except (RecursionError, OverflowError) as e:  # "((((...", "a{99999999999999999999}"
         raise DirectoryError(f"alias pattern {pattern!r} is too large a regular expression "
                              f"({type(e).__name__})")
+    if _ambiguous_repeat(_sre_parser.parse(pattern, re.IGNORECASE)):
+        raise DirectoryError(f"alias pattern {pattern!r} repeats a group that itself repeats "
+                             "or has alternatives, which can take exponential time to match; "
+                             "write it without nesting, e.g. 'sales-.*', '(sales|info)-.+' "
+                             "or '[ab]*' for '(a|b)*'")
+    return compiled
+
+
+_REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", None)}
+
+
+def _ambiguous_repeat(parsed, repeated=False) -> bool:
+    """Does a variable repetition contain another one, or an alternation?"""
+    for op, av in parsed:
+        if op in _REPEATS:
+            low, high, body = av
+            many = low != high and (high is _sre.MAXREPEAT or high > 1)  # not a{3}
+            if repeated and many:
+                return True
+            if _ambiguous_repeat(body, repeated or many):
+                return True
+        elif op is _sre.BRANCH:
+            if repeated:
+                return True
+            if any(_ambiguous_repeat(branch, repeated) for branch in av[1]):
+                return True
+        elif op is _sre.SUBPATTERN:
+            if _ambiguous_repeat(av[-1], repeated):
+                return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _ambiguous_repeat(av[1], repeated):
+                return True
+    return False
 
 
 class DomainFiles:

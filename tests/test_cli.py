@@ -240,6 +240,17 @@ def test_a_bad_regex_is_a_one_line_error(with_users):
     assert ok(run_cli("alias", "list", "example.com", config=with_users)).strip() == ""
 
 
+def test_an_alias_pattern_that_could_backtrack_forever_is_refused(with_users):
+    """(a+)+b against a long local part would stall the server at RCPT: refused at add,
+    while the usual shapes are taken."""
+    for pattern in ("(a+)+b", "(x|xx)+", "(?:.*-)*"):
+        one_line_error(run_cli("alias", "add", "example.com", pattern, "alice",
+                               config=with_users), "exponential")
+    ok(run_cli("alias", "add", "example.com", "(sales|info)-.+", "alice", config=with_users))
+    pairs = alias_lines(ok(run_cli("alias", "list", "example.com", config=with_users)))
+    assert pairs == [("(sales|info)-.+", "alice")]
+
+
 def test_an_alias_target_must_be_an_existing_user(with_users):
     one_line_error(run_cli("alias", "add", "example.com", "info", "nobody", config=with_users),
                    "nobody")
