@@ -28,6 +28,8 @@ from rmail.config import Limits
 from rmail.directory import Directory
 
 FAILURE_WINDOW = 60.0  # seconds over which limits.login_failures are counted
+REFUSAL_DELAY = 1.0  # seconds before a locked-out address hears "no" (as Dovecot's
+#                      auth_failure_delay)
 
 log = Logger(namespace="rmail.auth")
 
@@ -219,6 +221,8 @@ class Authenticator:
         self.realm = MailRealm(directory)
         self.portal = portal.Portal(self.realm, [AddressPasswordChecker(directory, clock)])
         self.throttle = LoginThrottle(clock, limits)
+        self.clock = clock
+        self._refusals_logged = {}  # remote -> when its last refusal was logged
 
     def login(self, creds, remote: str, protocol: str, interface=IMailUser):
         """Fire with the avatar, or fail with UnauthorizedLogin (TooManyFailures when locked)."""
@@ -227,14 +231,11 @@ class Authenticator:
             username = username.decode("utf-8", "replace")
         locked = self.throttle.locked(remote)
         if locked:
-            log.info("auth: {protocol} login refused for {username!r} from {remote}: "
-                     "too many failures", protocol=protocol, username=username, remote=remote)
-            return defer.fail(TooManyFailures("too many failed logins", locked))
+            return self._refuse(TooManyFailures("too many failed logins", locked), remote,
+                                protocol, username)
         if self.throttle.crowded(remote):
-            log.info("auth: {protocol} login refused for {username!r} from {remote}: "
-                     "too many logins at once", protocol=protocol, username=username,
-                     remote=remote)
-            return defer.fail(TooManyFailures("too many logins at once", 1))
+            return self._refuse(TooManyFailures("too many logins at once", 1), remote,
+                                protocol, username)
         self.throttle.checking(remote, 1)
         d = self.portal.login(creds, None, interface)
         d.addBoth(lambda result: (self.throttle.checking(remote, -1), result)[1])
@@ -253,3 +254,19 @@ class Authenticator:
                      protocol=protocol, username=username, remote=remote)
             return f
         return d.addCallbacks(ok, failed)
+
+    def _refuse(self, refusal, remote, protocol, username):
+        """A login refused unchecked, answered after REFUSAL_DELAY: a client hammering
+        away while locked out gets one answer a second per connection instead of
+        keeping the reactor busy, and its refusals are logged once a minute."""
+        now = self.clock.seconds()
+        if now - self._refusals_logged.get(remote, -FAILURE_WINDOW) >= FAILURE_WINDOW:
+            self._refusals_logged[remote] = now
+            if len(self._refusals_logged) > 10000:
+                self._refusals_logged = {remote: now}
+            log.info("auth: {protocol} login refused for {username!r} from {remote}: {why} "
+                     "(logged once a minute)", protocol=protocol, username=username,
+                     remote=remote, why=refusal)
+        d = defer.Deferred()
+        self.clock.callLater(REFUSAL_DELAY, d.errback, refusal)
+        return d

@@ -111,8 +111,11 @@ def _storage(config) -> Finding:
                 problems.append(problem)
             if note:
                 notes.append(note)
-    if problems:
-        return Finding("FAIL", "storage", "; ".join(problems),
+    queued = _queue_quarantine(root)
+    if queued:
+        notes.append(queued)
+    if problems:  # the quarantine is still worth knowing about: it goes last
+        return Finding("FAIL", "storage", "; ".join(problems + notes),
                        "restore the shard from a backup, or restart rmail to repair what it can "
                        "(each repair is logged)")
     if notes:
@@ -157,6 +160,19 @@ def _check_shard(path: str, address: str):
     if quarantined:
         notes.append(f"{quarantined} file(s) in {quarantine}")
     return count, None, f"{address}: " + ", ".join(notes) if notes else None
+
+
+def _queue_quarantine(root: str):
+    """A note on the outbound queue's damaged entries (one ID.reason file each), or None."""
+    quarantine = os.path.join(root, "queue", "quarantine")
+    try:
+        damaged = sum(name.endswith(".reason") for name in os.listdir(quarantine))
+    except OSError:
+        return None
+    if not damaged:
+        return None
+    return (f"outbound queue: {damaged} damaged entr{'y' if damaged == 1 else 'ies'} in "
+            f"{quarantine} (ID.reason says why)")
 
 
 # -- 3 TLS certificate ----------------------------------------------------------------------

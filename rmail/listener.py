@@ -111,6 +111,8 @@ class Refusal(protocol.Protocol):
 class Listener:
     """Mixed into a listener's factory; call ``init_listener`` from its __init__."""
 
+    shutdown_grace = SHUTDOWN_GRACE  # seconds its sessions get to finish at shutdown
+
     def refusal(self, why: str) -> bytes:
         """What a client over its limit is told, in the protocol's words."""
         raise NotImplementedError
@@ -153,7 +155,7 @@ class Listener:
         """Deferred firing when every session has closed (forced after the grace period).
 
         Each session's own ``shut_down`` closes it now when idle, else after what is in
-        flight; ``abortConnection`` ends whatever still runs after SHUTDOWN_GRACE."""
+        flight; ``abortConnection`` ends whatever still runs after ``shutdown_grace``."""
         if not self.sessions:
             return defer.succeed(None)
         d = defer.Deferred()
@@ -164,5 +166,5 @@ class Listener:
         def force():
             for session in list(self.sessions):
                 session.transport.abortConnection()
-        call = self.clock.callLater(SHUTDOWN_GRACE, force)
+        call = self.clock.callLater(self.shutdown_grace, force)
         return d.addBoth(lambda r: (call.active() and call.cancel(), r)[1])

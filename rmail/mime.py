@@ -196,12 +196,12 @@ def _write_body(raw: bytes, part: Part, out: list, extensible: bool):
         out.append(b" " + _nolf(part.md5) + _extension(part))
 
 
-def bodystructure(raw: bytes, extensible: bool = True) -> bytes:
+def bodystructure(raw: bytes, extensible: bool = True, root: Part | None = None) -> bytes:
     """BODYSTRUCTURE (with extension data) or, with extensible=False, BODY, serialized
-    (RFC 3501 §7.4.2)."""
+    (RFC 3501 §7.4.2); *root* is the part tree when the caller has parsed it already."""
     raw = raw if type(raw) is bytes else bytes(raw)
     out = [b"("]
-    _write_body(raw, tree(raw), out, extensible)
+    _write_body(raw, root or tree(raw), out, extensible)
     out.append(b")")
     return b"".join(out)
 

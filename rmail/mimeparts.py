@@ -341,6 +341,11 @@ def parse(raw: bytes) -> Part:
     return root
 
 
+# Messages up to this size have their tree cached. The cache's key is the message's
+# bytes, which it keeps alive: four 50 MB messages would stay in memory for good.
+CACHED_MESSAGE_SIZE = 1 << 20
+
+
 @lru_cache(maxsize=4)
 def _structure(raw: bytes) -> Part:
     """The part tree, kept for the last few messages (a FETCH asks for BODYSTRUCTURE
@@ -349,8 +354,10 @@ def _structure(raw: bytes) -> Part:
 
 
 def tree(raw) -> Part:
-    """The part tree of *raw*, from the cache when it is one of the last few messages."""
-    return _structure(raw if type(raw) is bytes else bytes(raw))
+    """The part tree of *raw*, from the cache when it is one of the last few messages
+    (of at most CACHED_MESSAGE_SIZE bytes; larger ones are parsed each time)."""
+    raw = raw if type(raw) is bytes else bytes(raw)
+    return _structure(raw) if len(raw) <= CACHED_MESSAGE_SIZE else parse(raw)
 
 
 def size_and_lines(raw: bytes, start: int, end: int):

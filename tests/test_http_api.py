@@ -4,6 +4,7 @@ Most tests share one server (``server``, ``api``) and work in a folder of their 
 (``folder``), so they do not see each other's mail; tests that change aliases or the
 config, or stop the server, start their own (``own_server``)."""
 
+import base64
 import email
 import email.policy
 import imaplib
@@ -203,8 +204,35 @@ def test_message_list_fields_from_the_headers(api, folder):
         "date": "2001-05-04T18:05:44Z",
         "flags": ["\\Flagged"],
         "size": len(raw),
-        "preview": None,
+        "preview": "Hello",
     }
+
+
+def test_message_list_preview_is_the_opening_text(api, folder):
+    """The first text/plain part that is not an attachment, decoded; else the HTML's
+    text; nothing for a message without text."""
+    def preview_of(raw):
+        uid = _append(api, raw, folder)
+        return next(m["preview"] for m in _list(api, folder)["messages"] if m["uid"] == uid)
+    mixed = (b"Subject: report\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+             b"--outer\r\nContent-Type: text/plain; name=notes.txt\r\n"
+             b"Content-Disposition: attachment\r\n\r\nnot this\r\n"
+             b"--outer\r\nContent-Type: multipart/alternative; boundary=inner\r\n\r\n"
+             b"--inner\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+             b"Ch=E8re Alice,\r\n\r\n   les   chiffres =\r\nsont l=E0.\r\n"
+             b"--inner\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--inner--\r\n"
+             b"--outer--\r\n")
+    assert preview_of(mixed) == "Chère Alice, les chiffres sont là."
+    html_only = (b"Subject: h\r\nContent-Type: text/html; charset=utf-8\r\n"
+                 b"Content-Transfer-Encoding: base64\r\n\r\n"
+                 + base64.encodebytes("<html><head><style>p {}</style></head><body><p>Caf\u00e9 "
+                                      "&amp; <b>croissants</b></p></body></html>".encode()))
+    assert preview_of(html_only) == "Café & croissants"
+    assert preview_of(b"Subject: pic\r\nContent-Type: image/png\r\n\r\n\x89PNG") == ""
+    long = b"Subject: long\r\n\r\n" + b"word " * 1000
+    assert preview_of(long) == ("word " * 40).strip()
 
 
 def test_message_list_without_headers_or_date(api, folder):

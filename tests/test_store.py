@@ -804,6 +804,30 @@ def test_an_index_from_before_recent_marks_opens_with_everything_recent(store, o
     assert call(store, "select", "INBOX")[2] == [1]
 
 
+def test_an_index_from_before_previews_opens_and_keeps_previews_from_then_on(mail_root):
+    """Schema 4 had no headers.preview: opening adds it; older messages have None."""
+    import sqlite3
+    from rmail.imap.fetch import describe
+    store = ShardStore(mail_root, describe=describe)
+    in_reactor(store.open)
+    append(store, b"Subject: old\r\n\r\nold text\r\n")
+    in_reactor(store.close)
+    db = sqlite3.connect(os.path.join(shard_dir(mail_root), "index.sqlite"))
+    db.execute("ALTER TABLE headers DROP COLUMN preview")
+    db.execute("PRAGMA user_version=4")
+    db.commit()
+    db.close()
+    store = ShardStore(mail_root, describe=describe)
+    in_reactor(store.open)
+    try:
+        append(store, b"Subject: new\r\n\r\nnew text\r\n")
+        infos = call(store, "messages", "INBOX", summaries=False, headers=True)
+        assert [(i.uid, i.preview) for i in infos] == [(1, None), (2, "new text")]
+        assert infos[0].header.startswith(b"Subject: old")
+    finally:
+        in_reactor(store.close)
+
+
 # -- bulk loading (migrate, import): ShardIndex's additions and the ShardLoader ----------
 
 def _index(mail_root):
@@ -943,3 +967,39 @@ def test_an_index_out_of_space_fails_as_an_os_error(tmp_path):
                 index.add([("INBOX", f"file{i}", 10, [], 0.0, None)])
     assert refused.value.errno == errno.ENOSPC
     assert index.files() == set()
+
+
+def test_the_kept_folder_listing_follows_every_change(store):
+    """folders() and status() are answered from a listing kept between changes: each kind
+    of change must be seen by the next call, whatever was asked just before it."""
+    def inbox():
+        listed = {f.name: f for f in call(store, "folders")}
+        assert call(store, "status", "INBOX") == listed["INBOX"]
+        f = listed["INBOX"]
+        return f.messages, f.unseen, f.recent, f.uidnext
+
+    assert inbox() == (0, 0, 0, 1)
+    uid = append(store)
+    assert inbox() == (1, 1, 1, 2)
+    append(store, flags=["\\Seen"])
+    assert inbox() == (2, 1, 2, 3)
+    call(store, "set_flags", "INBOX", [uid], ["\\Seen"], "add")
+    assert inbox() == (2, 0, 2, 3)
+    call(store, "select", "INBOX", claim_recent=False)
+    assert inbox() == (2, 0, 2, 3)
+    call(store, "select", "INBOX")
+    assert inbox() == (2, 0, 0, 3)
+    call(store, "copy", "INBOX", [uid], "Archive")
+    assert {f.name: f.messages for f in call(store, "folders")}["Archive"] == 1
+    call(store, "move", "INBOX", [uid], "Trash")
+    assert inbox() == (1, 0, 0, 3)
+    call(store, "remove", "INBOX", [uid + 1])
+    assert inbox() == (0, 0, 0, 3)
+    call(store, "create_folder", "Lists")
+    assert "Lists" in {f.name for f in call(store, "folders")}
+    call(store, "subscribe", "Lists", True)
+    assert {f.name: f.subscribed for f in call(store, "folders")}["Lists"] is True
+    call(store, "rename_folder", "Lists", "Groups")
+    assert {"Groups"} <= {f.name for f in call(store, "folders")} - {"Lists"}
+    call(store, "delete_folder", "Groups")
+    assert "Groups" not in {f.name for f in call(store, "folders")}

@@ -15,6 +15,10 @@ from rmail.listener import Listener
 class IMAPFactory(Listener, protocol.ServerFactory):
     protocol = IMAPServer
     noisy = False
+    # An IMAP session is told BYE and closed at once (a command in flight has its
+    # answer lost either way); a peer that does not close its side (a TLS close_notify
+    # never answered) is cut after this.
+    shutdown_grace = 2.0
 
     def __init__(self, settings, store, authenticator, tls, implicit_tls=False, gate=None,
                  clock=reactor):

@@ -13,7 +13,8 @@ import time
 
 from twisted.mail.imap4 import _FetchParser
 
-from rmail import mime
+from rmail import mime, mimeparts
+from rmail.preview import preview
 
 _FILE_ITEMS = ("envelope", "bodystructure", "body", "rfc822", "rfc822header", "rfc822text")
 
@@ -36,11 +37,12 @@ def parse(query: bytes):
 
 def describe(raw: bytes) -> tuple:
     """What the store keeps per message at delivery: (ENVELOPE, BODY, BODYSTRUCTURE, the
-    header block for SEARCH)."""
+    header block for SEARCH and the API's list, the preview for that list)."""
     end = raw.find(b"\r\n\r\n")
     header = raw if end < 0 else raw[:end + 2]
-    return (mime.envelope(raw), mime.bodystructure(raw, False), mime.bodystructure(raw, True),
-            header)
+    root = mimeparts.parse(raw)  # once for all three, and never cached (it may be 50 MB)
+    return (mime.envelope(raw), mime.bodystructure(raw, False, root),
+            mime.bodystructure(raw, True, root), header, preview(raw, root))
 
 
 _CACHED = {"envelope": "envelope", "bodystructure": "bodystructure"}

@@ -238,14 +238,15 @@ def _mime_parts(raw: bytes) -> list[tuple[list, str | None]]:
     stack = [parse_parts(raw)]  # not mimeparts.tree: a search reads each message once
     while stack:
         part = stack.pop()
-        out.append((part.fields, _body_text(raw, part)))
+        out.append((part.fields, part_text(raw, part)))
         stack.extend(reversed(part.children))
     return out
 
 
-def _body_text(raw: bytes, part) -> str | None:
+def part_text(raw: bytes, part, limit: int | None = None) -> str | None:
     """The part's body as text, if it is text/* or message/* (or has no parsable type,
-    which RFC 2045 section 5.2 makes text/plain), decoded as Dovecot's search decodes it."""
+    which RFC 2045 section 5.2 makes text/plain), decoded as Dovecot's search decodes it;
+    only its first *limit* octets when given (``rmail.preview``)."""
     if part.multipart or part.rfc822 or unparsed_container(part):
         return None
     if part.ctype is not None and part.subtype and part.ctype.lower() not in (b"text", b"message"):
@@ -255,7 +256,8 @@ def _body_text(raw: bytes, part) -> str | None:
     # parts only (RFC 2045 section 4).
     encoding = next((value for name, value, _, _ in part.fields
                      if name == b"content-transfer-encoding"), b"").strip().lower()
-    body = raw[part.body_start:part.end]
+    end = part.end if limit is None else min(part.end, part.body_start + limit)
+    body = raw[part.body_start:end]
     if encoding == b"base64":
         body = base64_octets(body)
     elif encoding == b"quoted-printable":

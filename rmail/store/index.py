@@ -25,8 +25,9 @@ from rmail.store.interfaces import (
 
 # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery); 3: header blocks, for
 # SEARCH on header keys without opening message files; 4: folders.recent_mark, so
-# \\Recent survives restarts.
-SCHEMA_VERSION = 4
+# \\Recent survives restarts; 5: headers.preview, the opening words of the text for the
+# API's message list.
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS summaries (
     body BLOB,
     bodystructure BLOB
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB, preview TEXT)
+    WITHOUT ROWID;
 """
 
 
@@ -84,6 +86,9 @@ class ShardIndex:
             if "recent_mark" not in columns:  # an index written before schema 4
                 self.db.execute("ALTER TABLE folders ADD COLUMN recent_mark INTEGER NOT NULL "
                                 "DEFAULT 0")
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(headers)")}
+            if "preview" not in columns:  # before schema 5: those messages have none
+                self.db.execute("ALTER TABLE headers ADD COLUMN preview TEXT")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # The default folders on first use only: a user may rename or delete them
             # later (all but INBOX, which always exists).
@@ -217,7 +222,8 @@ class ShardIndex:
 
     def add(self, entries) -> list[int]:
         """Index new files: entries of (folder, file, size, flags, internaldate, summary);
-        one UID each.  *summary* is (envelope, body, bodystructure, header) or None.
+        one UID each.  *summary* is (envelope, body, bodystructure, header, preview) or
+        None.
 
         The caller wraps this in a transaction together with the rest of its batch.
         """
@@ -237,8 +243,8 @@ class ShardIndex:
         if summary is not None:
             self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
                             "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
-            self.db.execute("INSERT OR REPLACE INTO headers(file, header) VALUES (?, ?)",
-                            (file, summary[3]))
+            self.db.execute("INSERT OR REPLACE INTO headers(file, header, preview) "
+                            "VALUES (?, ?, ?)", (file, *summary[3:5]))
 
     def _take_uid(self, folder: str) -> tuple[int, int]:
         row = self._folder_row(folder)
@@ -249,11 +255,12 @@ class ShardIndex:
 
     def messages(self, folder: str, uids=None, summaries=True, headers=False) -> list[tuple]:
         """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure,
-        header) in UID order; the last four are None when not computed or not asked for."""
+        header, preview) in UID order; the last five are None when not computed or not
+        asked for."""
         folder_id = self.folder_id(folder)
         columns = ["m.uid", "m.flags", "m.size", "m.internaldate", "m.file"]
         columns += ["s.envelope", "s.body", "s.bodystructure"] if summaries else ["NULL"] * 3
-        columns += ["h.header"] if headers else ["NULL"]
+        columns += ["h.header", "h.preview"] if headers else ["NULL", "NULL"]
         query = "SELECT " + ", ".join(columns) + " FROM messages m"
         if summaries:
             query += " LEFT JOIN summaries s ON s.file = m.file"

@@ -71,6 +71,7 @@ class MessageInfo(NamedTuple):
     body: Optional[bytes] = None
     bodystructure: Optional[bytes] = None
     header: Optional[bytes] = None  # the raw header block, for SEARCH (when asked for)
+    preview: Optional[str] = None  # the text's opening words (asked for with the header)
 
 
 class IMessageWriter(Interface):

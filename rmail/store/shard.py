@@ -17,20 +17,25 @@ together with one directory fsync and one index transaction.
 Crash repair, when a shard opens: a file in ``messages/`` without an index row was
 never acknowledged (the commit is the acknowledgement) or was deleted just before the
 crash; it moves to ``quarantine/``.  A row whose file is missing cannot be served and
-is dropped.  Each repair is logged.
+is dropped.  Each repair is logged.  An index that cannot be opened fails that user's
+operations alone (``ShardUnavailable``, with one log line), and the next one tries
+again.  At start the spool is emptied by the process that holds its flock, never by a
+second one started on a live mail_root.
 
 Threads: all disk and SQLite work runs in the reactor's thread pool, one operation at a
 time per shard and in call order (``_turn``); results and change events come back on the
 reactor thread in the order the changes were committed.
 """
 
+import contextlib
+import fcntl
 import os
+import sqlite3
 import threading
 import time
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rmail import crashpoint, durable
@@ -42,6 +47,21 @@ from rmail.store.interfaces import (
 from rmail.store.spool import MessageWriter
 
 log = Logger(namespace="rmail.store")
+
+
+# Messages above this size are described (read whole, parsed) one at a time.
+LARGE_MESSAGE = 4 * 1024 * 1024
+_large = threading.Lock()
+
+
+def _describing(size: int):
+    return _large if size > LARGE_MESSAGE else contextlib.nullcontext()
+
+
+class ShardUnavailable(OSError):
+    """A shard whose index cannot be opened (damaged, unreadable).  An OSError, so each
+    protocol answers with its temporary storage error ("try again later": SMTP 452, IMAP
+    NO, HTTP 5xx) for this user alone, while every other shard is served."""
 
 
 class _Entry:
@@ -74,6 +94,9 @@ class Shard:
         self._pending: list[_Entry] = []
         self._committing = False
         self._idle_waiters: list[defer.Deferred] = []
+        self._listing = None  # folders() as last read, until a change (_changed)
+        self._generation = 0  # changes so far: a listing read across one is not kept
+        self._unavailable = None  # why the index last failed to open, for one log line
 
     # -- running work off the reactor ------------------------------------------
 
@@ -92,8 +115,36 @@ class Shard:
     def _open(self):
         durable.make_dirs(self.messages_dir)
         durable.make_dirs(self.quarantine_dir)
-        self._index = ShardIndex(os.path.join(self.root, "index.sqlite"))
-        self._reconcile()
+        path = os.path.join(self.root, "index.sqlite")
+        try:
+            index = ShardIndex(path)
+        except sqlite3.Error as e:
+            # Tried again at the next operation; logged once per cause, not per command.
+            if self._unavailable != str(e):
+                log.error("store: {address}: cannot open {path} ({error}); this user gets "
+                          "temporary errors until it is repaired or restored from a backup",
+                          address=self.address, path=path, error=e)
+            self._unavailable = str(e)
+            raise ShardUnavailable(f"{self.address}: cannot open its index ({e})") from e
+        # Served only once repaired: a failed repair (an I/O error) is tried again next time.
+        self._index = index
+        try:
+            self._reconcile()
+        except BaseException:
+            self._index = None
+            index.close()
+            raise
+        if self._unavailable is not None:
+            log.info("store: {address}: {path} opens again", address=self.address, path=path)
+            self._unavailable = None
+
+    def ready(self):
+        """Deferred firing once the shard is open (and repaired); ShardUnavailable if not."""
+        return self._run(lambda: None)
+
+    @property
+    def is_open(self) -> bool:
+        return self._index is not None
 
     def _reconcile(self):
         on_disk = set(os.listdir(self.messages_dir))
@@ -120,7 +171,13 @@ class Shard:
             return defer.fail(e)
 
     def _publish(self, kind, folder, uids=(), flags=None):
+        self._changed()
         self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {}))
+
+    def _changed(self):
+        """Counts, flags, folders or \\Recent marks changed: the kept listing is stale."""
+        self._listing = None
+        self._generation += 1
 
     def _unlink(self, files):
         """Remove message files the index no longer names (in the thread, after commit).
@@ -136,11 +193,26 @@ class Shard:
     # -- folders ----------------------------------------------------------------
 
     def folders(self):
-        return self._run(lambda: self._index.folders())
+        """Every folder's FolderInfo.  The answer is kept until the next change, so a
+        client polling its folder list (the API's GET /folders, IMAP STATUS) costs no
+        disk or thread work while nothing arrives."""
+        if self._listing is not None:
+            return defer.succeed(list(self._listing))
+        generation = self._generation
+
+        def keep(infos):
+            if generation == self._generation:  # nothing changed while it was read
+                self._listing = infos
+            return list(infos)
+        return self._run(lambda: self._index.folders()).addCallback(keep)
 
     def status(self, folder):
-        d = self._check(names.folder_name, folder)
-        return d.addCallback(lambda name: self._run(lambda: self._index.status(name)))
+        def lookup(name):
+            for info in self._listing or ():
+                if info.name == name:
+                    return info
+            return self._run(lambda: self._index.status(name))
+        return self._check(names.folder_name, folder).addCallback(lookup)
 
     def create_folder(self, folder):
         def create(name):
@@ -168,8 +240,10 @@ class Shard:
         return d.addCallback(rename)
 
     def subscribe(self, folder, subscribed):
-        d = self._check(names.folder_name, folder)
-        return d.addCallback(lambda name: self._run(lambda: self._index.subscribe(name, subscribed)))
+        def change(name):
+            self._changed()
+            return self._run(lambda: self._index.subscribe(name, subscribed))
+        return self._check(names.folder_name, folder).addCallback(change)
 
     # -- adding messages (group commit) -------------------------------------------
 
@@ -239,11 +313,15 @@ class Shard:
         return results
 
     def _summary(self, entry):
-        """What the describer computes once for a new message (None without one, or on error)."""
+        """What the describer computes once for a new message (None without one, or on error).
+
+        It reads the whole message: large ones are described one at a time across all
+        shards, so fifty 50 MB messages committing at once hold one in memory, not fifty."""
         if self.describe is None:
             return None
         try:
-            with open(os.path.join(self.messages_dir, os.path.basename(entry.path)), "rb") as f:
+            with _describing(entry.size), \
+                    open(os.path.join(self.messages_dir, os.path.basename(entry.path)), "rb") as f:
                 return self.describe(f.read())
         except Exception:
             log.failure("store: {address}: cannot describe {name}", address=self.address,
@@ -281,12 +359,12 @@ class Shard:
         prefix = self.messages_dir + os.sep
         flag_sets = {}
         infos = []
-        for uid, flags, size, date, file, envelope, body, structure, header in rows:
+        for uid, flags, size, date, file, envelope, body, structure, header, preview in rows:
             parsed = flag_sets.get(flags)
             if parsed is None:
                 parsed = flag_sets[flags] = names.parse_flags_text(flags)
             infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
-                                     envelope, body, structure, header))
+                                     envelope, body, structure, header, preview))
         return infos
 
     def messages(self, folder, uids=None, summaries=True, headers=False):
@@ -297,7 +375,8 @@ class Shard:
 
     def page(self, folder, offset, limit):
         d = self._check(names.folder_name, folder)
-        return d.addCallback(lambda name: self._run(self._index.page, name, offset, limit))
+        # self._index is read in the thread: it is None until the shard's first operation
+        return d.addCallback(lambda name: self._run(lambda: self._index.page(name, offset, limit)))
 
     def select(self, folder, claim_recent=True):
         def read(name):
@@ -313,8 +392,12 @@ class Shard:
             mark = self._index.claim_recent(name, highest)
             recent = [uid for uid, _ in messages if uid > mark]
             return status, messages, recent
-        d = self._check(names.folder_name, folder)
-        return d.addCallback(lambda name: self._run(read, name))
+
+        def claim(name):
+            if claim_recent:
+                self._changed()  # the \Recent counts are about to change
+            return self._run(read, name)
+        return self._check(names.folder_name, folder).addCallback(claim)
 
     def set_flags(self, folder, uids, flags, mode="replace"):
         if mode not in ("replace", "add", "remove"):
@@ -391,6 +474,7 @@ class ShardStore:
         self.spool_dir = os.path.join(mail_root, "spool")
         self.hub = hub or changes.ChangeHub()
         self._shards: dict[str, Shard] = {}
+        self._spool_lock = None  # the spool directory's fd, flock()ed while this store owns it
 
     def shard_path(self, address: str) -> str:
         local, _, domain = address.lower().rpartition("@")
@@ -404,6 +488,19 @@ class ShardStore:
 
     def _prepare(self):
         durable.make_dirs(self.spool_dir)
+        # The spool is swept only by the process that owns it (an flock on the directory,
+        # held until close): a second rmail started by mistake on the same mail_root must
+        # not delete the files the running one is receiving into.
+        if self._spool_lock is None:
+            fd = os.open(self.spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                log.warn("store: {dir} is in use by another process; its files are left alone",
+                         dir=self.spool_dir)
+                return
+            self._spool_lock = fd
         for name in sorted(os.listdir(self.spool_dir)):
             os.unlink(os.path.join(self.spool_dir, name))
             log.info("store: removed unacknowledged spool file {name}", name=name)
@@ -429,26 +526,46 @@ class ShardStore:
         if not addresses:
             return message.discard().addCallback(lambda _: {})
         consume = len(addresses) == 1
-        ds = [self.user(a).add_file(folder, message.path, message.size, consume=consume)
-              for a in addresses]
-        d = defer.gatherResults(ds, consumeErrors=True)
+        shards = [self.user(a) for a in addresses]
+        # Several users: open every shard first, so that one which cannot be opened fails
+        # the delivery before any copy is placed; otherwise the others would keep a copy
+        # of a message the sender was told to retry, and get it again at every retry.
+        unopened = [s.ready() for s in shards if not s.is_open] if not consume else []
+        d = defer.gatherResults(unopened, consumeErrors=True)
 
-        def done(result):
-            if consume:
-                return result
-            d2 = threads.deferToThread(_unlink_quietly, message.path)
-            return d2.addCallback(lambda _: result)
-        d.addBoth(done)
+        def place(_):
+            ds = [s.add_file(folder, message.path, message.size, consume=consume)
+                  for s in shards]
+            # Every shard finishes (links the file or fails) before the spool file goes,
+            # so one shard's failure cannot make another's link fail as well.
+            d = defer.DeferredList(ds, consumeErrors=True)
 
-        def first_error(result):
-            if isinstance(result, Failure) and result.check(defer.FirstError):
-                return result.value.subFailure
-            return result
-        d.addBoth(first_error)
-        return d.addCallback(lambda uids: dict(zip(addresses, uids)))
+            def done(results):
+                if not consume:
+                    d2 = threads.deferToThread(_unlink_quietly, message.path)
+                    return d2.addCallback(lambda _: results)
+                return results
+            return d.addCallback(done)
+        d.addCallback(place)
+
+        def outcome(results):
+            for ok, value in results:
+                if not ok:
+                    return value  # the first failure
+            return dict(zip(addresses, [value for _, value in results]))
+
+        def first_error(failure):
+            return failure.value.subFailure if failure.check(defer.FirstError) else failure
+        return d.addCallbacks(outcome, first_error)
 
     def close(self):
-        return defer.gatherResults([s.close() for s in self._shards.values()])
+        def release(result):
+            if self._spool_lock is not None:
+                os.close(self._spool_lock)  # closing releases the flock
+                self._spool_lock = None
+            return result
+        d = defer.gatherResults([s.close() for s in self._shards.values()])
+        return d.addBoth(release)
 
 
 def _unlink_quietly(path):

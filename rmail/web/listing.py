@@ -4,8 +4,8 @@ The list shows from/to/cc/subject/date for each message without opening a messag
 file: the store keeps each message's header block in its index at delivery
 (``messages(..., headers=True)``), and the fields are read from it with the same
 RFC 5322 parser IMAP's ENVELOPE uses (``rmail.rfc5322``), so both views agree.
-``preview`` is null: the index keeps no body text, and reading bodies to list would
-open every file of the page.
+``preview``, the opening words of the text (``rmail.preview``), is kept with the
+header block at delivery; it is null for messages indexed before rmail kept it.
 
 Paging is newest first: offset 0 is the highest UID.  The store finds a page's UIDs by
 walking its index backwards (``IUserStore.page``) and only the page's rows are read, so
@@ -62,5 +62,5 @@ def summary(info) -> dict:
         "date": _iso(parsed[0] if parsed is not None else info.internaldate),
         "flags": sorted(info.flags),
         "size": info.size,
-        "preview": None,
+        "preview": info.preview,
     }
