@@ -314,4 +314,6 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
     except RecursionError:
         raise ConfigError(f"{path}: not usable JSON (lists or objects nested too deeply)")
+    except ValueError:  # a number of over 4300 digits: int()'s limit for text
+        raise ConfigError(f"{path}: not usable JSON (a number too long to read)")
     return parse(data, path)

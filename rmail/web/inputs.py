@@ -29,6 +29,8 @@ def json_object(raw: bytes) -> dict:
                           f"{e.msg})")
     except RecursionError:  # "[[[[...": json's parser recurses once per level
         raise bad_request("the body's JSON is nested too deeply")
+    except ValueError:  # a number of over 4300 digits: int()'s limit for text
+        raise bad_request("the body holds a number too long to read")
     if not isinstance(value, dict):
         raise bad_request("the body must be a JSON object")
     try:  # "\ud800" escapes decode to lone surrogates, which no later step can encode
