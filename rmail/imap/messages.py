@@ -43,21 +43,17 @@ class MessageCommands(Arguments):
         @defer.inlineCallbacks
         def send(result):
             messages, seen_now = result
-            self.transport.registerProducer(self, True)
-            try:
-                for message in messages:
-                    seq = view.seq(message.getUID())
-                    if seq is None or self._closing:
-                        continue
-                    if fetching.needs_file(items, message.info):
-                        yield message.load()
-                    data = fetching.render(items, message.info, view.flag_list(message.getUID()),
-                                           message.raw, uid, seen_now=message.getUID() in seen_now)
-                    self.transport.write(b"* %d FETCH " % seq + data + b"\r\n")
-                    if self._drained is not None:
-                        yield self._drained  # the client reads slower than we send
-            finally:
-                self.transport.unregisterProducer()
+            for message in messages:  # the session is the transport's producer (server.py)
+                seq = view.seq(message.getUID())
+                if seq is None or self._closing:
+                    continue
+                if fetching.needs_file(items, message.info):
+                    yield message.load()
+                data = fetching.render(items, message.info, view.flag_list(message.getUID()),
+                                       message.raw, uid, seen_now=message.getUID() in seen_now)
+                self.transport.write(b"* %d FETCH " % seq + data + b"\r\n")
+                if self._drained is not None:
+                    yield self._drained  # the client reads slower than we send
             self.sendPositiveResponse(tag, b"FETCH completed")
         d.addCallback(send)
         d.addErrback(lambda f: self._fail(tag, f, b"FETCH"))

@@ -45,6 +45,9 @@ log = Logger(namespace="rmail.imap")
 # A write refused for want of space (disk full, quota, file size limit): NO [OVERQUOTA].
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
+# Unread input kept while a command is answered; beyond it reading pauses.
+PIPELINE_BUFFER = 256 * 1024
+
 # Commands whose answers must not carry EXPUNGE (RFC 3501 7.4.1).
 _NO_EXPUNGE = (b"FETCH", b"STORE", b"SEARCH")
 
@@ -80,9 +83,11 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         self.canStartTLS = self.factory.tls is not None and not self.factory.implicit_tls
         self.factory.session_opened(self)
         self.setTimeout(self.factory.limits.login_timeout)
+        self.transport.registerProducer(self, True)  # replies not read stop the commands
         self.sendServerGreeting()
 
     def connectionLost(self, reason=None):
+        self._closing, self.reader.buffer = True, b""  # nothing buffered runs after this
         self.setTimeout(None)
         self.factory.session_closed(self)
         self._unselect()
@@ -94,6 +99,9 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
     def _close(self):
         self._closing = True
         self.reader.buffer = b""
+        self._read(True)  # a TLS close waits to read the client's close_notify
+        self.transport.unregisterProducer()  # else the transport waits for it to finish
+        self.resumeProducing()  # a FETCH waiting for the client to read ends
         self.transport.loseConnection()
 
     def shut_down(self):
@@ -117,8 +125,27 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
     # -- input: one whole command at a time ----------------------------------------------
 
     def dataReceived(self, data):
+        if self._closing:
+            return
         self.reader.buffer += data
         self._process()
+        # Input pipelined behind a command being answered, or behind replies the client
+        # has not read, is kept up to a bound only.
+        if self._stalled and len(self.reader.buffer) > PIPELINE_BUFFER:
+            self._read(False)
+
+    @property
+    def _stalled(self) -> bool:
+        """No command may start: one is being answered, or replies wait for the client."""
+        return (self._busy is not None and self._sasl is None and self._idle is None
+                or self._drained is not None)
+
+    _reading = True
+
+    def _read(self, on: bool):
+        if on != self._reading:
+            self._reading = on
+            (self.transport.resumeProducing if on else self.transport.pauseProducing)()
 
     def _process(self):
         if self._processing:
@@ -130,7 +157,7 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
                     if not self._idle_line():
                         break
                     continue
-                if self._busy is not None and self._sasl is None:
+                if self._stalled:
                     break
                 before = len(self.reader.buffer)
                 # An AUTHENTICATE waiting for its response line is busy but must read it.
@@ -140,6 +167,8 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
                     break
         finally:
             self._processing = False
+        if not self._reading and (not self._stalled or self._closing):
+            self._read(True)
 
     def _continue(self):
         self.sendContinuationRequest(b"Ready for literal data")
@@ -163,6 +192,8 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         if len(parts) < 2:
             return self.sendBadResponse(parts[0] if parts else None, b"Missing command")
         tag, verb = parts[0], parts[1].upper()
+        if tag == b"*":  # not a tag (RFC 3501 9); its answer could never complete the command
+            return self.sendBadResponse(None, b"Invalid tag")
         uid = False
         rest = parts[2] if len(parts) > 2 else None
         if verb == b"UID" and rest:
@@ -197,7 +228,7 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         super()._respond(state, tag, message)
         if final and self._busy is not None and self._busy[0] == tag:
             self._busy = None
-            if self.reader.buffer:
+            if self.reader.buffer or not self._reading:
                 reactor.callLater(0, self._process)
 
     def _fail(self, tag, failure, what: bytes):
@@ -242,6 +273,7 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
         drained, self._drained = self._drained, None
         if drained is not None:
             drained.callback(None)
+            reactor.callLater(0, self._process)  # the commands the replies held up
 
     def stopProducing(self):
         self._closing = True

@@ -79,6 +79,7 @@ class SMTPServer(Session, smtp.ESMTP):
         self._helo = None
         self.reply(replies.GREETING.format(self.factory.hostname))
         self.setTimeout(self.factory.limits.idle_timeout)
+        self.transport.registerProducer(self, True)  # replies not read stop the commands
 
     def connectionLost(self, reason=None):
         self.setTimeout(None)
@@ -95,6 +96,10 @@ class SMTPServer(Session, smtp.ESMTP):
     def _close(self):
         self._closing = True
         self._buffer = b""
+        if self._paused:  # a TLS close waits to read the client's close_notify
+            self._paused = False
+            self.transport.resumeProducing()
+        self.transport.unregisterProducer()  # else the transport waits for it to finish
         self.transport.loseConnection()
 
     def shut_down(self):
@@ -124,9 +129,25 @@ class SMTPServer(Session, smtp.ESMTP):
 
     # -- input framing ----------------------------------------------------------------
 
+    # The transport's producer: while the client leaves replies unread, no command runs.
+    _output_full = False
+
+    def pauseProducing(self):
+        self._output_full = True
+
+    def resumeProducing(self):
+        self._output_full = False
+        if not self._closing:
+            self._process()
+
+    def stopProducing(self):
+        pass
+
     def dataReceived(self, data):
+        if self._closing:
+            return
         self._buffer += data
-        if self._busy:
+        if self._busy or self._output_full:
             if len(self._buffer) > limits.PIPELINE_BUFFER and not self._paused:
                 self._paused = True
                 self.transport.pauseProducing()
@@ -134,7 +155,7 @@ class SMTPServer(Session, smtp.ESMTP):
         self._process()
 
     def _process(self):
-        while self._buffer and not self._busy and not self._closing:
+        while self._buffer and not self._busy and not self._output_full and not self._closing:
             if self.mode == DATA:
                 self.resetTimeout()
                 end = self._reader.feed(self._buffer)
@@ -160,7 +181,7 @@ class SMTPServer(Session, smtp.ESMTP):
                 continue
             self.resetTimeout()
             self._line(line[:-1] if line.endswith(b"\r") else line)
-        if self._paused and not self._busy and not self._closing:
+        if self._paused and not self._busy and not self._output_full and not self._closing:
             self._paused = False
             self.transport.resumeProducing()
 

@@ -76,6 +76,10 @@ class ApiRequest(server.Request):
         self.id = next(_request_ids)
         self._paused = False
 
+    def __repr__(self):  # Twisted's decodes the URI as ASCII: its log lines would be lost
+        return "<ApiRequest %d %s %s>" % (self.id, self.method.decode("latin-1"),
+                                          self.uri.decode("ascii", "backslashreplace"))
+
     @property
     def remote(self) -> str:
         return getattr(self.getClientAddress(), "host", "?")
@@ -240,9 +244,9 @@ class ApiResource(resource.Resource):
             return b""
         try:
             request.path.decode("ascii")
-            request.getRequestHostname().decode("utf-8")
-        except UnicodeDecodeError:
-            return _error(request, 400, "the request path and Host must be ASCII "
+            request.getRequestHostname().decode("utf-8").encode("idna")  # as Klein binds it
+        except UnicodeError:
+            return _error(request, 400, "the request path must be ASCII and Host a host name "
                                         "(percent-encode the rest as UTF-8)")
         if b"//" in request.path:  # an empty segment names nothing (Klein would drop it)
             return _error(request, 404, f"no such endpoint: {request.path.decode()}")
@@ -273,7 +277,8 @@ class ApiSite(Listener, server.Site):
     noisy = False
 
     def __init__(self, settings, api, klein_resource, gate=None, clock=reactor):
-        super().__init__(ApiResource(settings, klein_resource), timeout=IDLE_TIMEOUT)
+        super().__init__(ApiResource(settings, klein_resource), timeout=IDLE_TIMEOUT,
+                         parsePOSTFormSubmission=False)  # (else requests get the Site's True)
         self.settings = settings
         self.api = api
         self.init_listener(gate, clock)

@@ -54,6 +54,9 @@ class FileStream:
     @defer.inlineCallbacks
     def run(self):
         """Write the whole file to the request; fires when done (the caller finishes)."""
+        if getattr(self.request, "channel", None) is None:  # the client left while it opened
+            yield threads.deferToThread(self.file.close)
+            return
         self.request.registerProducer(self, True)
         try:
             while not self._stopped:

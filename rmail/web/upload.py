@@ -13,6 +13,8 @@ when a client uploads a file with Unix line ends.
 
 import re
 
+from rmail.web.errors import bad_request
+
 HIGH_WATER = 4 * 1024 * 1024  # stop reading the connection with this much not yet on disk
 LOW_WATER = 1024 * 1024  # and read again once the backlog is down to this
 
@@ -65,6 +67,8 @@ class MessageUpload:
 
     def take(self):
         """The writer, with every byte received written to it; the caller owns it now."""
+        if self._discarded:  # the client went away, and its upload with it: store nothing
+            raise bad_request("the client went away before its upload was stored")
         self._taken = True
         tail = self._lines.end()
         if tail:
