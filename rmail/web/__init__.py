@@ -2,6 +2,7 @@
 
 - ``site``: the listener's factory and the wire-level rules (body limits, CORS, raw
   path segments, JSON instead of Twisted's HTML error pages, graceful stop);
+- ``router``: runs the routes for each request and writes their answers;
 - ``app``: the routes, which call the same authenticator, policy, directory and store
   as SMTP and IMAP;
 - ``tokens`` (JWT), ``listing`` (message lists from the index), ``compose`` (the
@@ -20,4 +21,4 @@ def build_site(settings, directory, store, authenticator, policy, ports, gate=No
                clock=reactor):
     """The factory for the ``http`` listener; *ports* () -> {listener key: bound port}."""
     api = API(settings, directory, store, authenticator, policy, ports)
-    return ApiSite(settings, api, api.app.resource(), gate=gate, clock=clock)
+    return ApiSite(settings, api, gate=gate, clock=clock)

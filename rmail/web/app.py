@@ -20,7 +20,7 @@ from klein import Klein
 from twisted.cred import credentials, error as cred_error
 from twisted.internet import defer, threads
 from twisted.logger import Logger
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from rmail import auth, crashpoint
 from rmail.delivery import Refused
@@ -28,7 +28,7 @@ from rmail.directory import DirectoryError, split_address
 from rmail.store.interfaces import StoreError
 from rmail.web import autoconfig, compose, inputs, listing
 from rmail.web.errors import (
-    JSON, ApiError, bad_request, body, error_body, forbidden, from_store, not_found,
+    JSON, ApiError, bad_request, body, forbidden, from_store, not_found,
     too_large, unauthorized,
 )
 from rmail.web.stream import FileStream, open_message
@@ -43,11 +43,22 @@ _UPLOAD_PATH = re.compile(rb"/folders/[^/]+/messages")  # the one route whose bo
 
 
 def _respond(request, status: int, payload) -> bytes:
-    data = body(payload)
+    return _json(request, status, body(payload))
+
+
+def _json(request, status: int, data: bytes) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", JSON)
     request.setHeader(b"Content-Length", b"%d" % len(data))
     return data
+
+
+@functools.lru_cache(maxsize=1024)
+def _folder_list(infos: tuple) -> bytes:
+    """GET /folders's body for one listing (FolderInfos are frozen, so a listing is a key)."""
+    return body({"folders": [
+        {"name": f.name, "messages": f.messages, "unseen": f.unseen,
+         "uidnext": f.uidnext, "special_use": f.special_use} for f in infos]})
 
 
 def _no_content(request) -> bytes:
@@ -75,28 +86,6 @@ def _json_body(request):
     if len(raw) <= _PARSE_INLINE:
         return defer.maybeDeferred(inputs.json_object, raw)
     return threads.deferToThread(inputs.json_object, raw)
-
-
-def _completes(route):
-    """Run an async route to its end even if the client goes away.
-
-    Klein cancels a route's Deferred when the connection is lost.  Cancelling reaches
-    whatever the route awaits, and a store operation cancelled half-way would be
-    committed without its change being announced to IMAP sessions; so the route runs
-    in a Deferred of its own and only a stand-in is handed to Klein to cancel."""
-    @functools.wraps(route)
-    def run(*args, **kwargs):
-        stand_in = defer.Deferred()
-        done = defer.ensureDeferred(route(*args, **kwargs))
-
-        def after_cancel(failure):
-            if stand_in.called and not failure.check(ApiError, StoreError):
-                log.failure("http: a route failed after its client went away", failure)
-            return failure
-        done.addErrback(after_cancel)
-        done.chainDeferred(stand_in)  # once cancelled, the stand-in ignores the result
-        return stand_in
-    return run
 
 
 class API:
@@ -161,46 +150,35 @@ class API:
             request.setHeader(name, value)
         return _respond(request, error.status, {"error": error.message})
 
-    @app.handle_errors(ApiError)
-    def api_error(self, request, failure):
-        return self._refused(request, failure.value)
-
-    @app.handle_errors(StoreError)
-    def store_error(self, request, failure):
-        return self._refused(request, from_store(failure.value))
-
-    @app.handle_errors(MethodNotAllowed)
-    def method_not_allowed(self, request, failure):
-        allowed = [m for m in failure.value.valid_methods or () if m != "HEAD"]
-        error = ApiError(405, f"{request.method.decode('latin-1')} is not allowed here; "
-                              f"allowed: {', '.join(allowed)}",
-                         {b"Allow": ", ".join(allowed + ["OPTIONS"]).encode()})
-        return self._refused(request, error)
-
-    @app.handle_errors(NotFound, HTTPException)
-    def not_found(self, request, failure):
-        return self._refused(request, not_found(
-            f"no such endpoint: {request.method.decode('latin-1')} "
-            f"{request.path.decode('latin-1')} (the endpoints are listed in docs/http.md)"))
-
-    @app.handle_errors(OSError)
-    def storage_failed(self, request, failure):
-        """A failed write or fsync (disk full, I/O error): 507, nothing stored."""
-        log.failure("http: request {id}: storage error", failure, id=request.id)
-        return self._refused(request, ApiError(
-            507, f"the mail store could not write (request {request.id}); try again later"))
-
-    @app.handle_errors(Exception)
-    def unexpected(self, request, failure):
+    def failed(self, request, failure) -> bytes:
+        """The JSON answer to whatever a route (or matching its path) raised."""
+        error = failure.value
+        if isinstance(error, ApiError):
+            return self._refused(request, error)
+        if isinstance(error, StoreError):
+            return self._refused(request, from_store(error))
+        if isinstance(error, MethodNotAllowed):
+            allowed = [m for m in error.valid_methods or () if m != "HEAD"]
+            return self._refused(request, ApiError(
+                405, f"{request.method.decode('latin-1')} is not allowed here; "
+                     f"allowed: {', '.join(allowed)}",
+                {b"Allow": ", ".join(allowed + ["OPTIONS"]).encode()}))
+        if isinstance(error, HTTPException):  # NotFound, or a redirect werkzeug would send
+            return self._refused(request, not_found(
+                f"no such endpoint: {request.method.decode('latin-1')} "
+                f"{request.path.decode('latin-1')} (the endpoints are listed in docs/http.md)"))
+        if isinstance(error, OSError):  # a failed write or fsync (disk full, I/O error)
+            log.failure("http: request {id}: storage error", failure, id=request.id)
+            return self._refused(request, ApiError(
+                507, f"the mail store could not write (request {request.id}); try again later"))
         log.failure("http: request {id} {method} {path} failed", failure, id=request.id,
                     method=request.method.decode("latin-1"), path=request.path.decode("latin-1"))
-        request.setResponseCode(500)
-        return error_body(f"internal error (request {request.id}); see the server log")
+        return _respond(request, 500, {
+            "error": f"internal error (request {request.id}); see the server log"})
 
     # -- login ----------------------------------------------------------------------------
 
     @app.route("/auth/login", methods=["POST"])
-    @_completes
     async def login(self, request):
         data = inputs.fields(await _json_body(request),
                              {"username": str, "password": str}, {"domain": str})
@@ -225,16 +203,15 @@ class API:
     # -- folders and messages ---------------------------------------------------------------
 
     @app.route("/folders", methods=["GET"])
-    @_completes
-    async def folders(self, request):
+    def folders(self, request):
+        """Not a coroutine, and the body encoded once per listing: clients poll this, and
+        while nothing changes the store answers from memory (``IUserStore.folders``), so
+        the answer costs no thread hop, no task and no JSON encoding."""
         user = self._user(request)
-        infos = await self.store.user(user.address).folders()
-        return _respond(request, 200, {"folders": [
-            {"name": f.name, "messages": f.messages, "unseen": f.unseen,
-             "uidnext": f.uidnext, "special_use": f.special_use} for f in infos]})
+        d = self.store.user(user.address).folders()
+        return d.addCallback(lambda infos: _json(request, 200, _folder_list(tuple(infos))))
 
     @app.route("/folders/<folder>/messages", methods=["GET"])
-    @_completes
     async def list_messages(self, request, folder):
         user = self._user(request)
         name = inputs.path_text(folder, "folder name")
@@ -249,7 +226,6 @@ class API:
                                        "messages": page})
 
     @app.route("/folders/<folder>/messages", methods=["POST"])
-    @_completes
     async def append_message(self, request, folder):
         user = self._user(request)
         name = inputs.path_text(folder, "folder name")
@@ -282,7 +258,6 @@ class API:
         return self.store.user(user.address), name, number
 
     @app.route("/folders/<folder>/messages/<uid>", methods=["GET"])
-    @_completes
     async def get_message(self, request, folder, uid):
         shard, name, number = await self._message(request, folder, uid)
         infos = await shard.messages(name, [number], summaries=False)
@@ -300,7 +275,6 @@ class API:
         await FileStream(request, f).run()
 
     @app.route("/folders/<folder>/messages/<uid>", methods=["DELETE"])
-    @_completes
     async def delete_message(self, request, folder, uid):
         shard, name, number = await self._message(request, folder, uid)
         removed = await shard.remove(name, [number])
@@ -309,7 +283,6 @@ class API:
         return _no_content(request)
 
     @app.route("/folders/<folder>/messages/<uid>/flags", methods=["PATCH"])
-    @_completes
     async def set_flags(self, request, folder, uid):
         shard, name, number = await self._message(request, folder, uid)
         data = inputs.fields(await _json_body(request), {"flags": list})
@@ -321,7 +294,6 @@ class API:
     # -- sending ----------------------------------------------------------------------------
 
     @app.route("/messages/send", methods=["POST"])
-    @_completes
     async def send(self, request):
         user = self._user(request)
         data = inputs.fields(await _json_body(request),
@@ -402,7 +374,6 @@ class API:
             "aliases": [a.to_json() for a in self.directory.aliases(user.domain)]})
 
     @app.route("/aliases", methods=["POST"])
-    @_completes
     async def add_alias(self, request):
         user = self._admin(request)
         data = inputs.fields(await _json_body(request),
@@ -420,7 +391,6 @@ class API:
         return _respond(request, 201, alias.to_json())
 
     @app.route("/aliases/<pattern>", methods=["DELETE"])
-    @_completes
     async def remove_alias(self, request, pattern):
         user = self._admin(request)
         pattern = inputs.path_text(pattern, "alias pattern")

@@ -14,7 +14,7 @@ What happens here, before any route runs:
   401 before its body is read.
 - **CORS.**  Every response carries ``Access-Control-Allow-Origin`` as
   ``http.cors_origins`` allows; ``OPTIONS`` on any path is a 204 preflight answer.
-- **Paths.**  Klein (werkzeug) routes on the raw path segments, still percent-encoded,
+- **Paths.**  The routes (``rmail.web.router``) match the raw path, still percent-encoded,
   so ``/folders/Archive%2F2024/messages`` names the folder ``Archive/2024`` and can never
   be confused with deeper paths; routes decode their own segments.
 - **No HTML.**  Twisted's own error pages (a malformed request, a failure while
@@ -34,6 +34,7 @@ from twisted.web import http, resource, server
 
 from rmail.listener import Listener
 from rmail.web import upload
+from rmail.web.router import Router
 from rmail.web.errors import JSON, ApiError, error_body, too_large
 
 log = Logger(namespace="rmail.web")
@@ -141,10 +142,18 @@ class ApiChannel(http.HTTPChannel):
 
     _draining = False
     _linger = None
+    _secure = None
 
     def connectionMade(self):
         super().connectionMade()
         self.site.session_opened(self)
+
+    def isSecure(self):
+        """Kept: Twisted and Klein ask several times per request, and each asking adapts
+        the transport to ISSLTransport (a listener is TLS or not from its first byte)."""
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def connectionLost(self, reason):
         if self._linger is not None and self._linger.active():
@@ -220,14 +229,14 @@ class ApiChannel(http.HTTPChannel):
 
 
 class ApiResource(resource.Resource):
-    """The root: CORS on every response, OPTIONS answered, then Klein on raw segments."""
+    """The root: CORS on every response, OPTIONS answered, then the routes."""
 
     isLeaf = True
 
-    def __init__(self, site_settings, klein_resource):
+    def __init__(self, site_settings, router):
         super().__init__()
         self.settings = site_settings
-        self.klein = klein_resource
+        self.router = router
 
     def render(self, request):
         origin = allowed_origin(self.settings.config.http.cors_origins,
@@ -244,14 +253,13 @@ class ApiResource(resource.Resource):
             return b""
         try:
             request.path.decode("ascii")
-            request.getRequestHostname().decode("utf-8").encode("idna")  # as Klein binds it
+            request.getRequestHostname().decode("utf-8").encode("idna")
         except UnicodeError:
             return _error(request, 400, "the request path must be ASCII and Host a host name "
                                         "(percent-encode the rest as UTF-8)")
-        if b"//" in request.path:  # an empty segment names nothing (Klein would drop it)
+        if b"//" in request.path:  # an empty segment names nothing
             return _error(request, 404, f"no such endpoint: {request.path.decode()}")
-        request.postpath = request.path.split(b"/")[1:]
-        return self.klein.render(request)
+        return self.router.render(request)
 
 
 def _error(request, status: int, message: str) -> bytes:
@@ -276,8 +284,9 @@ class ApiSite(Listener, server.Site):
     requestFactory = ApiRequest
     noisy = False
 
-    def __init__(self, settings, api, klein_resource, gate=None, clock=reactor):
-        super().__init__(ApiResource(settings, klein_resource), timeout=IDLE_TIMEOUT,
+    def __init__(self, settings, api, gate=None, clock=reactor):
+        root = ApiResource(settings, Router(api.app, api.failed))
+        super().__init__(root, timeout=IDLE_TIMEOUT,
                          parsePOSTFormSubmission=False)  # (else requests get the Site's True)
         self.settings = settings
         self.api = api
