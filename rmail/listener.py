@@ -139,6 +139,13 @@ class Listener:
 
     def session_opened(self, session):
         self.sessions.add(session)
+        # A reply often leaves in more than one send (IMAP untagged updates, then the
+        # tagged line once the store answers); with Nagle's algorithm the second waits
+        # for the client's delayed ACK, up to 40 ms a command.  Replies are whole lines,
+        # so sending each at once costs no extra packets worth keeping.
+        set_no_delay = getattr(session.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
 
     def session_closed(self, session):
         self.sessions.discard(session)

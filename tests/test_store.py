@@ -572,6 +572,31 @@ def test_recreated_folder_gets_greater_uidvalidity(store, open_store):
     assert call(store2, "status", "Work").uidvalidity > second
 
 
+def test_kept_uidvalidity_follows_delete_rename_and_create(store):
+    """uidvalidity() answers from memory between folder changes, and never a folder's
+    old value after it was deleted, renamed over, or created again."""
+    call(store, "create_folder", "Work")
+    first = call(store, "uidvalidity", "Work")
+    assert first == call(store, "status", "Work").uidvalidity
+    assert call(store, "uidvalidity", "Work") == first  # kept
+    call(store, "delete_folder", "Work")
+    with pytest.raises(NoSuchFolder):
+        call(store, "uidvalidity", "Work")
+    call(store, "create_folder", "Work")
+    second = call(store, "uidvalidity", "Work")
+    assert second == call(store, "status", "Work").uidvalidity and second != first
+    call(store, "create_folder", "Other")
+    other = call(store, "uidvalidity", "Other")
+    call(store, "delete_folder", "Work")
+    call(store, "rename_folder", "Other", "Work")
+    assert call(store, "uidvalidity", "Work") == other
+    with pytest.raises(NoSuchFolder):
+        call(store, "uidvalidity", "Other")
+    # The index's own folder ids follow too: messages land in the renamed folder.
+    uid = append(store, folder="Work")
+    assert uids_of(store, "Work") == [uid]
+
+
 # -- delivery -----------------------------------------------------------------------------------
 
 

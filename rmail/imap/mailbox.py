@@ -29,7 +29,7 @@ from rmail import mime, mimeparts
 from rmail.imap import folders
 from rmail.imap.view import SelectedFolder
 from rmail.rfc5322 import header_fields
-from rmail.store import names
+from rmail.store import names, workers
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # Twisted's STORE modes.
@@ -99,9 +99,9 @@ class Account:
         writer.write(data)
         d = writer.finish()
         d.addCallback(lambda _: defer.gatherResults(
-            [self.folders.status(name), self.folders.append(name, writer, flags, date)],
+            [self.folders.uidvalidity(name), self.folders.append(name, writer, flags, date)],
             consumeErrors=True))
-        d.addCallback(lambda result: (result[0].uidvalidity, result[1]))
+        d.addCallback(tuple)
 
         def failed(f):
             writer.discard()
@@ -304,13 +304,13 @@ class Mailbox:
         """COPY or MOVE (RFC 6851, one store transaction) to *target*; Deferred
         (target UIDVALIDITY, [(old UID, new UID)], [sequence numbers expunged by MOVE])."""
         call = self._store.move if move else self._store.copy
-        d = defer.gatherResults([self._store.status(target), call(self.name, uids, target)],
+        d = defer.gatherResults([self._store.uidvalidity(target), call(self.name, uids, target)],
                                 consumeErrors=True)
 
         def done(result):
-            status, pairs = result
+            uidvalidity, pairs = result
             gone = self.view.removed([a for a, _ in pairs]) if move else []
-            return status.uidvalidity, pairs, gone
+            return uidvalidity, pairs, gone
         return d.addCallback(done)
 
 
@@ -375,7 +375,7 @@ class Message(MessagePart):
         def loaded(raw):
             self.raw = raw
             return self
-        return threads.deferToThread(read_file, self.info.path).addCallback(loaded)
+        return workers.run(read_file, self.info.path).addCallback(loaded)
 
     def getUID(self):
         return self.info.uid

@@ -14,6 +14,7 @@ never reused in a folder; a folder created again under an old name gets a new
 UIDVALIDITY, drawn from a shard-wide counter that only grows too.
 """
 
+import contextlib
 import errno
 import sqlite3
 import time
@@ -68,6 +69,10 @@ _FOLDER_COLUMNS = "id, name, uidvalidity, uidnext, special_use, subscribed, rece
 class ShardIndex:
     def __init__(self, path: str):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # name -> folder id, asked by nearly every operation.  Only this connection
+        # writes the index while the server runs (the offline loader aside), and ids
+        # change only when folders are created, renamed or deleted: those forget it.
+        self._ids: dict[str, int] = {}
         try:
             self._prepare()
         except BaseException:
@@ -110,10 +115,23 @@ class ShardIndex:
             f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE name = ?", (name,)).fetchone()
 
     def folder_id(self, name: str) -> int:
-        row = self._folder_row(name)
-        if row is None:
-            raise NoSuchFolder(f"no folder named {name!r}")
-        return row[0]
+        folder_id = self._ids.get(name)
+        if folder_id is None:
+            row = self._folder_row(name)
+            if row is None:
+                raise NoSuchFolder(f"no folder named {name!r}")
+            folder_id = self._ids[name] = row[0]
+        return folder_id
+
+    @contextlib.contextmanager
+    def _folders_change(self):
+        """The transaction of a CREATE, RENAME or DELETE: the kept ids are forgotten
+        after it, committed or rolled back."""
+        try:
+            with self.transaction():
+                yield
+        finally:
+            self._ids.clear()
 
     def _next_uidvalidity(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
@@ -160,7 +178,7 @@ class ShardIndex:
         return row[6]
 
     def create_folder(self, name: str) -> None:
-        with self.transaction():
+        with self._folders_change():
             if self._folder_row(name) is not None:
                 raise FolderExists(f"a folder named {name!r} already exists")
             for parent in names.parents(name):
@@ -178,7 +196,7 @@ class ShardIndex:
         """Delete; return the files no longer referenced (to unlink after commit)."""
         if name == names.INBOX:
             raise FolderNotDeletable("INBOX cannot be deleted")
-        with self.transaction():
+        with self._folders_change():
             folder_id = self.folder_id(name)
             if self.children(name):
                 raise FolderNotDeletable(f"{name!r} has sub-folders; delete them first")
@@ -189,7 +207,7 @@ class ShardIndex:
             return self.unreferenced(files)
 
     def rename_folder(self, old: str, new: str) -> None:
-        with self.transaction():
+        with self._folders_change():
             old_id = self.folder_id(old)
             if self._folder_row(new) is not None:
                 raise FolderExists(f"a folder named {new!r} already exists")
@@ -377,7 +395,7 @@ class ShardIndex:
         """
         if not 0 < uidvalidity < 2 ** 32:
             raise ValueError(f"UIDVALIDITY {uidvalidity} is not a 32-bit number above 0")
-        with self.transaction():
+        with self._folders_change():
             row = self._folder_row(name)
             if row is None:
                 for parent in names.parents(name):

@@ -101,6 +101,9 @@ class IUserStore(Interface):
     def status(folder):
         """Deferred FolderInfo; NoSuchFolder."""
 
+    def uidvalidity(folder):
+        """Deferred UIDVALIDITY of *folder* (cheaper than status); NoSuchFolder."""
+
     def create_folder(folder):
         """Create *folder* and missing parents; FolderExists, InvalidFolderName."""
 

@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rmail import crashpoint, durable
-from rmail.store import hub as changes, names
+from rmail.store import hub as changes, names, workers
 from rmail.store.index import ShardIndex
 from rmail.store.interfaces import (
     IMailStore, IUserStore, MessageInfo, StoreError,
@@ -96,6 +96,8 @@ class Shard:
         self._idle_waiters: list[defer.Deferred] = []
         self._listing = None  # folders() as last read, until a change (_changed)
         self._generation = 0  # changes so far: a listing read across one is not kept
+        self._validities = {}  # folder -> UIDVALIDITY, until folders are created, renamed, deleted
+        self._folder_changes = 0  # those so far: a value read across one is not kept
         self._unavailable = None  # why the index last failed to open, for one log line
 
     # -- running work off the reactor ------------------------------------------
@@ -104,7 +106,7 @@ class Shard:
         # One operation of this shard at a time, in call order; the next starts only once
         # the previous result is back on the reactor thread, so change events are
         # published in commit order.
-        return self._turn.run(threads.deferToThread, self._locked, fn, *args)
+        return self._turn.run(workers.run, self._locked, fn, *args)
 
     def _locked(self, fn, *args):
         with self._lock:
@@ -172,6 +174,9 @@ class Shard:
 
     def _publish(self, kind, folder, uids=(), flags=None):
         self._changed()
+        if kind == changes.FOLDERS:
+            self._validities.clear()
+            self._folder_changes += 1
         self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {}))
 
     def _changed(self):
@@ -212,6 +217,23 @@ class Shard:
                 if info.name == name:
                     return info
             return self._run(lambda: self._index.status(name))
+        return self._check(names.folder_name, folder).addCallback(lookup)
+
+    def uidvalidity(self, folder):
+        """Kept from the first status read until a folder is created, renamed or deleted:
+        APPENDUID and COPYUID need it, and a read behind the APPEND's own commit would
+        cost a second turn of the shard's thread."""
+        def lookup(name):
+            kept = self._validities.get(name)
+            if kept is not None:
+                return kept
+            changes_then = self._folder_changes
+
+            def keep(info):
+                if changes_then == self._folder_changes:
+                    self._validities[name] = info.uidvalidity
+                return info.uidvalidity
+            return self.status(name).addCallback(keep)
         return self._check(names.folder_name, folder).addCallback(lookup)
 
     def create_folder(self, folder):
@@ -463,7 +485,7 @@ class Shard:
                     self._index.close()
                     self._index = None
         return self.flush().addCallback(
-            lambda _: self._turn.run(threads.deferToThread, close_index))
+            lambda _: self._turn.run(workers.run, close_index))
 
 
 @implementer(IMailStore)

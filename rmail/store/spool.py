@@ -14,10 +14,11 @@ import os
 import secrets
 import time
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from zope.interface import implementer
 
 from rmail import crashpoint
+from rmail.store import workers
 from rmail.store.interfaces import IMessageWriter
 
 CHUNK = 256 * 1024
@@ -55,7 +56,7 @@ class MessageWriter:
         self._buffer = []
 
         def write_in_thread(_):
-            return threads.deferToThread(self._write, chunk, sync)
+            return workers.run(self._write, chunk, sync)
 
         def written(result):
             self.backlog -= len(chunk)
@@ -111,7 +112,7 @@ class MessageWriter:
                     os.unlink(self.path)
                 except FileNotFoundError:
                     pass
-            return threads.deferToThread(unlink)
+            return workers.run(unlink)
         d = defer.Deferred()
         self._chain.addBoth(remove).addBoth(d.callback)
         return d

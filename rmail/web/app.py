@@ -231,7 +231,7 @@ class API:
         name = inputs.path_text(folder, "folder name")
         upload = request.upload
         shard = self.store.user(user.address)
-        await shard.status(name)  # refuse an unknown folder before the fsync
+        await shard.uidvalidity(name)  # refuse an unknown folder before the fsync
         if upload.size == 0:
             raise bad_request("the body is empty; send the raw message (message/rfc822)")
         writer = upload.take()
