@@ -96,6 +96,7 @@ class HTTP:
 @dataclass(frozen=True)
 class Storage:
     backend: str = "shard"
+    threads: int = 2  # for disk and SQLite work (read at start)
 
 
 STORAGE_BACKENDS = ("shard",)
@@ -243,7 +244,8 @@ def _check(config: Config) -> None:
                                     "idle_timeout")),
                           ("imap", ("idle_timeout", "login_timeout")),
                           ("limits", ("connections_per_address", "connections_per_minute",
-                                      "login_failures", "login_lockout"))):
+                                      "login_failures", "login_lockout")),
+                          ("storage", ("threads",))):
         for key in keys:
             if getattr(getattr(config, section), key) < 1:
                 raise ConfigError(f"{section}.{key}: expected a positive integer")

@@ -50,6 +50,7 @@ def test_every_default_matches_the_spec_table():
     assert config.http.token_ttl == 86400
     assert config.http.cors_origins == ["*"]
     assert config.storage.backend == "shard"
+    assert config.storage.threads == 2
 
 
 def test_defaults_are_the_complete_key_set():
@@ -72,7 +73,7 @@ def test_defaults_are_the_complete_key_set():
         "limits": {"connections_per_address": 30, "connections_per_minute": 300,
                    "exempt_networks": ["127.0.0.0/8", "::1/128"], "login_failures": 10,
                    "login_lockout": 60},
-        "storage": {"backend": "shard"},
+        "storage": {"backend": "shard", "threads": 2},
     }
 
 
@@ -121,6 +122,13 @@ def test_bool_is_not_accepted_as_an_integer():
         rconfig.parse({"smtp": {"max_message_size": True}})
     with pytest.raises(rconfig.ConfigError, match=r"listen\.smtp"):
         rconfig.parse({"listen": {"smtp": False}})
+
+
+def test_storage_threads_must_be_positive():
+    assert rconfig.parse({"storage": {"threads": 6}}).storage.threads == 6
+    for bad in (0, -1):
+        with pytest.raises(rconfig.ConfigError, match=r"storage\.threads"):
+            rconfig.parse({"storage": {"threads": bad}})
 
 
 def test_null_disables_a_listener():

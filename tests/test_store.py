@@ -1028,3 +1028,40 @@ def test_the_kept_folder_listing_follows_every_change(store):
     assert {"Groups"} <= {f.name for f in call(store, "folders")} - {"Lists"}
     call(store, "delete_folder", "Groups")
     assert "Groups" not in {f.name for f in call(store, "folders")}
+
+
+# -- the store's threads ---------------------------------------------------------------------
+
+
+def test_workers_never_run_more_calls_at_once_than_their_size():
+    """Calls beyond the pool's size wait their turn; every result (and every exception)
+    comes back on the reactor thread through its Deferred."""
+    import threading
+    import time
+    from rmail.store.workers import Workers
+
+    pool = Workers(size=2, name="test-workers")
+    lock = threading.Lock()
+    running, peak = [0], [0]
+
+    def call(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        if i == 3:
+            raise ValueError("call 3 fails")
+        return i * i
+
+    def run_all():
+        calls = [pool.run(call, i).addErrback(lambda f: f.trap(ValueError) and "failed")
+                 for i in range(8)]
+        return defer.gatherResults(calls)
+    try:
+        results = in_reactor(run_all)
+    finally:
+        in_reactor(lambda: defer.succeed(pool.stop()))
+    assert results == [0, 1, 4, "failed", 16, 25, 36, 49]
+    assert peak[0] == 2

@@ -1,5 +1,6 @@
 """Mail storage: one backend-neutral, Deferred-returning interface and its backends."""
 
+from rmail.store import workers
 from rmail.store.hub import ChangeHub
 from rmail.store.shard import ShardStore
 
@@ -9,5 +10,6 @@ def open_store(config, hub=None, describe=None):
 
     *describe* (raw message -> summary tuple) is computed once per delivered message and
     kept in the index; see rmail.imap.fetch.describe."""
+    workers.configure(config.storage.threads)
     backends = {"shard": ShardStore}
     return backends[config.storage.backend](config.mail_root_path, hub or ChangeHub(), describe)
