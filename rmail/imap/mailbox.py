@@ -279,17 +279,14 @@ class Mailbox:
         """Deferred list of sequence numbers (or UIDs) of the messages matching the
         compiled *query* (``rmail.imap.search``).  Keys on flags, sizes, dates and
         numbers are answered from the index; header keys from the header blocks the
-        index keeps; only BODY and TEXT open message files, in the thread pool."""
-        view = self.view
+        index keeps; only BODY and TEXT open message files.  The whole evaluation runs in
+        the thread pool, on a snapshot of the session's view: a folder of 10,000 would
+        otherwise hold the reactor thread for a tenth of a second."""
         d = self._store.messages(self.name, summaries=False,
                                  headers=query.needs_header and not query.needs_body)
 
         def evaluate(infos):
-            records = [_SearchRecord(view, info) for info in infos if view.seq(info.uid)]
-            max_seq, max_uid = view.exists, view.uids[-1] if view.uids else 0
-            if query.needs_header or query.needs_body:
-                return threads.deferToThread(_matching, query, records, max_seq, max_uid)
-            return [r for r in records if query.matches(r, max_seq, max_uid)]
+            return threads.deferToThread(_matching, query, self.view.snapshot(), infos)
 
         def numbers(found):
             return sorted(r.uid if uid else r.seq for r in found)
@@ -432,11 +429,16 @@ class _SearchRecord:
         return data[:end + 2] if end >= 0 else data if complete else self.raw()
 
 
-def _matching(query, records, max_seq, max_uid) -> list:
-    """In a thread: the records that match, each message's bytes dropped once judged, so
-    a BODY search holds one message in memory at a time, not the folder."""
+def _matching(query, view, infos) -> list:
+    """In a thread: the records of the messages in *view* (a ViewSnapshot) that match,
+    each message's bytes dropped once judged, so a BODY search holds one message in
+    memory at a time, not the folder."""
+    max_seq, max_uid = view.exists, view.uids[-1] if view.uids else 0
     found = []
-    for record in records:
+    for info in infos:
+        record = _SearchRecord(view, info)
+        if record.seq is None:  # arrived after the view was taken: not announced yet
+            continue
         if query.matches(record, max_seq, max_uid):
             found.append(record)
         record.forget()

@@ -36,8 +36,10 @@ class SelectedFolder:
         return len(self.uids)
 
     def seq(self, uid: int):
-        i = bisect.bisect_left(self.uids, uid)
-        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        return _seq(self.uids, uid)
+
+    def snapshot(self) -> "ViewSnapshot":
+        return ViewSnapshot(self)
 
     def resolve(self, id_list, uid: bool) -> list[int]:
         """The UIDs a sequence set (or UID set, when *uid*) names, in UID order.
@@ -135,3 +137,29 @@ def _ranges(id_list, last):
         if start > end:
             start, end = end, start
         yield start, end
+
+
+class ViewSnapshot:
+    """Sequence numbers, flags and \\Recent marks as a view holds them at one moment:
+    copied on the reactor thread, then read in another (a SEARCH over a large folder
+    builds its records there) while the session's own view goes on changing."""
+
+    __slots__ = ("uids", "flags", "recent")
+
+    def __init__(self, view: SelectedFolder):
+        self.uids = list(view.uids)
+        self.flags = dict(view.flags)
+        self.recent = frozenset(view.recent)
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq(self, uid: int):
+        return _seq(self.uids, uid)
+
+
+def _seq(uids: list, uid: int):
+    """The sequence number of *uid* among *uids* (in UID order), None if absent."""
+    i = bisect.bisect_left(uids, uid)
+    return i + 1 if i < len(uids) and uids[i] == uid else None
