@@ -978,6 +978,22 @@ def test_page_counts_from_the_newest_message_across_gaps(store):
         call(store, "page", "Nope", 0, 10)
 
 
+def test_paging_again_sees_every_change_since_the_last_page(store):
+    """page() keeps the folder's UIDs between changes: an append, an expunge or a move
+    made after one page must show in the next."""
+    for _ in range(3):
+        append(store)
+    assert call(store, "page", "INBOX", 0, 10) == (3, [3, 2, 1])
+    append(store)
+    assert call(store, "page", "INBOX", 0, 2) == (4, [4, 3])
+    call(store, "remove", "INBOX", [3])
+    assert call(store, "page", "INBOX", 0, 10) == (3, [4, 2, 1])
+    call(store, "move", "INBOX", [4], "Archive")
+    assert call(store, "page", "INBOX", 0, 10) == (2, [2, 1])
+    assert call(store, "page", "Archive", 0, 10) == (1, [1])
+    assert call(store, "page", "INBOX", 1, 10) == (2, [1])
+
+
 def test_an_index_out_of_space_fails_as_an_os_error(tmp_path):
     """SQLite's "database or disk is full" reaches the protocols as OSError(ENOSPC), the
     error they answer "try again later" to, and the transaction leaves nothing behind."""

@@ -295,15 +295,10 @@ class ShardIndex:
         wanted = set(wanted)
         return [r for r in self.db.execute(query, (folder_id,)) if r[0] in wanted]
 
-    def page(self, folder: str, offset: int, limit: int) -> tuple[int, list[int]]:
-        """(messages in the folder, the UIDs of one page newest first): the primary key
-        walked backwards, so a deep page costs what the first one does."""
-        folder_id = self.folder_id(folder)
-        total = self.db.execute("SELECT count(*) FROM messages WHERE folder_id = ?",
-                                (folder_id,)).fetchone()[0]
-        rows = self.db.execute("SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid DESC "
-                               "LIMIT ? OFFSET ?", (folder_id, limit, offset)).fetchall()
-        return total, [row[0] for row in rows]
+    def uids(self, folder: str) -> list[int]:
+        return [row[0] for row in self.db.execute(
+            "SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid",
+            (self.folder_id(folder),))]
 
     def flags(self, folder: str) -> list[tuple[int, str]]:
         """(uid, flags text) of every message in UID order: all a session needs to select."""

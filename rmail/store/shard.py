@@ -79,6 +79,12 @@ class _Entry:
         self.deferred = defer.Deferred()
 
 
+def _newest_first(uids: list, offset: int, limit: int) -> tuple[int, list[int]]:
+    """(how many, the page of *uids* (ascending) *offset* places from the newest)."""
+    end = len(uids) - offset
+    return len(uids), uids[max(0, end - limit):end][::-1] if end > 0 else []
+
+
 @implementer(IUserStore)
 class Shard:
     def __init__(self, root: str, address: str, hub: changes.ChangeHub, describe=None):
@@ -96,6 +102,7 @@ class Shard:
         self._idle_waiters: list[defer.Deferred] = []
         self._listing = None  # folders() as last read, until a change (_changed)
         self._generation = 0  # changes so far: a listing read across one is not kept
+        self._paged = None  # (folder, generation, its UIDs): the folder page() read last
         self._validities = {}  # folder -> UIDVALIDITY, until folders are created, renamed, deleted
         self._folder_changes = 0  # those so far: a value read across one is not kept
         self._unavailable = None  # why the index last failed to open, for one log line
@@ -396,9 +403,22 @@ class Shard:
         return d.addCallback(lambda name: self._run(read, name))
 
     def page(self, folder, offset, limit):
-        d = self._check(names.folder_name, folder)
-        # self._index is read in the thread: it is None until the shard's first operation
-        return d.addCallback(lambda name: self._run(lambda: self._index.page(name, offset, limit)))
+        """The UIDs of the folder paged last are kept until the shard's next change: a
+        client paging through a folder then costs one slice of a list per page, the same
+        at any depth (SQLite's OFFSET steps over every row it skips)."""
+        def read(name):
+            kept = self._paged
+            if kept is not None and kept[:2] == (name, self._generation):
+                return _newest_first(kept[2], offset, limit)
+            generation = self._generation
+
+            def keep(uids):
+                if generation == self._generation:  # nothing changed while it was read
+                    self._paged = (name, generation, uids)
+                return _newest_first(uids, offset, limit)
+            # self._index is read in the thread: it is None until the shard's first operation
+            return self._run(lambda: self._index.uids(name)).addCallback(keep)
+        return self._check(names.folder_name, folder).addCallback(read)
 
     def select(self, folder, claim_recent=True):
         def read(name):

@@ -7,14 +7,16 @@ RFC 5322 parser IMAP's ENVELOPE uses (``rmail.rfc5322``), so both views agree.
 ``preview``, the opening words of the text (``rmail.preview``), is kept with the
 header block at delivery; it is null for messages indexed before rmail kept it.
 
-Paging is newest first: offset 0 is the highest UID.  The store finds a page's UIDs by
-walking its index backwards (``IUserStore.page``) and only the page's rows are read, so
-a deep page costs what the first one does, gaps left by expunges or not.
+Paging is newest first: offset 0 is the highest UID.  The store slices a page's UIDs
+from the folder's UID list, which it keeps between changes (``IUserStore.page``), and
+only the page's rows are read, so a deep page costs what the first one does, gaps left
+by expunges or not.
 
 Pure functions, safe on any thread.
 """
 
 import datetime
+import functools
 
 from rmail import rfc5322
 
@@ -46,21 +48,35 @@ def _iso(seconds: float) -> str:
 
 def summary(info) -> dict:
     """The API's view of one message (a MessageInfo read with its header block)."""
+    fields = _header_view(info.header or b"")
+    return {
+        "uid": info.uid,
+        **fields,
+        "date": fields["date"] or _iso(info.internaldate),
+        "flags": sorted(info.flags),
+        "size": info.size,
+        "preview": info.preview,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_view(header: bytes) -> dict:
+    """From, To, Cc, Subject and Date as the list shows them, read from a header block.
+
+    Kept for the last few thousand header blocks (a message's never changes): clients
+    list the same newest page again and again, and parsing the addresses of 25 headers
+    costs more than everything else in answering.  Callers must not change the result."""
     first = {}
-    for name, value, _, _ in rfc5322.header_fields(info.header or b""):
+    for name, value, _, _ in rfc5322.header_fields(header):
         first.setdefault(name, value)
     senders = _addresses(first.get(b"from"))
     date = first.get(b"date")
     parsed = rfc5322.parse_date(date) if date is not None else None
     subject = first.get(b"subject")
     return {
-        "uid": info.uid,
         "from": senders[0] if senders else None,
         "to": _addresses(first.get(b"to")),
         "cc": _addresses(first.get(b"cc")),
         "subject": rfc5322.decode_words(subject).strip(" \t") if subject is not None else "",
-        "date": _iso(parsed[0] if parsed is not None else info.internaldate),
-        "flags": sorted(info.flags),
-        "size": info.size,
-        "preview": info.preview,
+        "date": _iso(parsed[0]) if parsed is not None else None,
     }
