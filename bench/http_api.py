@@ -18,7 +18,8 @@ counts as failed, never as ok.  Only loopback targets are used.
 Examples:
   .venv/bin/python bench/http_api.py
   .venv/bin/python bench/http_api.py --messages 2000 --duration 2 --connections 10
-  .venv/bin/python bench/http_api.py --port 9002 --user alice@example.com --password pw
+  .venv/bin/python bench/http_api.py --port 9002 --user alice@example.com --password pw \
+      --folder Archive --messages 10000     # a running server: page a folder of 10,000
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -215,8 +217,9 @@ async def run(args):
         bare_proc, bare_port = start_bare()
         procs.append(bare_proc)
         deep = max(0, args.messages - 1000)
-        first = _request("GET", "/folders/INBOX/messages?offset=0&limit=25", host, token)
-        deep_page = _request("GET", f"/folders/INBOX/messages?offset={deep}&limit=25", host, token)
+        pages = f"/folders/{urllib.parse.quote(args.folder, safe='')}/messages"
+        first = _request("GET", f"{pages}?offset=0&limit=25", host, token)
+        deep_page = _request("GET", f"{pages}?offset={deep}&limit=25", host, token)
         cases = [
             ("bare Twisted GET", bare_port, _request("GET", "/", host), 200),
             ("POST /auth/login", port, _request("POST", "/auth/login", host, body=login_body), 200),
@@ -258,6 +261,8 @@ def main():
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per case")
     parser.add_argument("--connections", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--port", type=int, help="use a running rmail on 127.0.0.1:PORT")
+    parser.add_argument("--folder", default="INBOX",
+                        help="with --port: the folder to page (it should hold --messages)")
     parser.add_argument("--user", default="alice@example.com")
     parser.add_argument("--password")
     args = parser.parse_args()
