@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from rmail import config as rconfig
-from rmail.store.shard import ShardStore
+from rmail.store.shardstore import ShardStore
 from tests import harness
 from tests.conftest import in_reactor
 from tests.imapview import Client, imap_date, ok, run_cli

@@ -13,7 +13,7 @@ from rmail.store import hub as changes
 from rmail.store.interfaces import (
     FolderExists, FolderNotDeletable, InvalidFlag, InvalidFolderName, NoSuchFolder,
 )
-from rmail.store.shard import ShardStore
+from rmail.store.shardstore import ShardStore
 from rmail.store.spool import CHUNK
 from tests.conftest import in_reactor
 

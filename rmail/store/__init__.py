@@ -2,7 +2,7 @@
 
 from rmail.store import workers
 from rmail.store.hub import ChangeHub
-from rmail.store.shard import ShardStore
+from rmail.store.shardstore import ShardStore
 
 
 def open_store(config, hub=None, describe=None):

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rmail import durable
 from rmail.store.index import ShardIndex
-from rmail.store.shard import ShardStore
+from rmail.store.shardstore import ShardStore
 
 PREFIX = "sha256-"
 
