@@ -132,48 +132,50 @@ class Target:
             return self.ports, self.generation
 
 
-def smtp_client(k, target, ledger):
+def follow_restarts(target, session):
+    """Run ``session(ports, current)`` against each server the loop starts, until it
+    ends; ``current()`` is false once that server has been killed.  A client error
+    waits for the next start."""
     failed = 0
     while not target.done:
-        current = target.wait(failed)
-        if current is None:
+        started = target.wait(failed)
+        if started is None:
             continue
-        ports, generation = current
+        ports, generation = started
         try:
-            with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:
-                i = 0
-                while not target.done and target.generation == generation:
-                    recipients = RECIPIENTS[(k + i) % len(RECIPIENTS)]
-                    n, data = ledger.new(recipients)
-                    s.sendmail("bench@ext.example", recipients, data)
-                    ledger.ack(n)
-                    i += 1
+            session(ports, lambda: not target.done and target.generation == generation)
         except CLIENT_ERRORS:
             failed = generation
+
+
+def smtp_client(k, target, ledger):
+    def session(ports, current):
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:
+            i = 0
+            while current():
+                recipients = RECIPIENTS[(k + i) % len(RECIPIENTS)]
+                n, data = ledger.new(recipients)
+                s.sendmail("bench@ext.example", recipients, data)
+                ledger.ack(n)
+                i += 1
+    follow_restarts(target, session)
 
 
 def imap_client(address, target, ledger):
-    failed = 0
-    while not target.done:
-        current = target.wait(failed)
-        if current is None:
-            continue
-        ports, generation = current
+    def session(ports, current):
+        conn = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=10)
         try:
-            conn = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=10)
+            conn.login(address, USERS[address])
+            while current():
+                n, data = ledger.new([address])
+                if conn.append("INBOX", None, None, data)[0] == "OK":
+                    ledger.ack(n)
+        finally:
             try:
-                conn.login(address, USERS[address])
-                while not target.done and target.generation == generation:
-                    n, data = ledger.new([address])
-                    if conn.append("INBOX", None, None, data)[0] == "OK":
-                        ledger.ack(n)
-            finally:
-                try:
-                    conn.shutdown()
-                except OSError:
-                    pass
-        except CLIENT_ERRORS:
-            failed = generation
+                conn.shutdown()
+            except OSError:
+                pass
+    follow_restarts(target, session)
 
 
 def read_mailboxes(port) -> dict:

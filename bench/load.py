@@ -821,20 +821,14 @@ async def phase_idle(env: Env, args, rep: Report, tls: bool) -> None:
 
 
 # ================================================================ phase 2: churn
-async def smtp_cycle(env: Env, i: int, timeout: float) -> None:
+async def _connect_cycle(port: int, env: Env, timeout: float, talk) -> None:
+    """Connect, ``await talk(reader, writer)``, close; a timeout or socket error is a
+    failed cycle (ProtoError), a reset at close is not."""
     try:
         async with asyncio.timeout(timeout):
-            r, w = await asyncio.open_connection(env.host, env.smtp)
+            r, w = await asyncio.open_connection(env.host, port)
             try:
-                if i % 3:
-                    line = await r.readline()
-                    if not line.startswith(b"220"):
-                        raise ProtoError(f"banner: {short(line)}")
-                    if i % 3 == 2:
-                        w.write(b"QUIT\r\n")
-                        line = await r.readline()
-                        if not line.startswith(b"221"):
-                            raise ProtoError(f"QUIT: {short(line)}")
+                await talk(r, w)
             finally:
                 w.close()
                 try:
@@ -845,33 +839,35 @@ async def smtp_cycle(env: Env, i: int, timeout: float) -> None:
         raise ProtoError("timeout") from None
     except OSError as e:
         raise ProtoError(str(e.strerror or e)) from None
+
+
+async def smtp_cycle(env: Env, i: int, timeout: float) -> None:
+    async def talk(r, w):
+        if i % 3:
+            line = await r.readline()
+            if not line.startswith(b"220"):
+                raise ProtoError(f"banner: {short(line)}")
+            if i % 3 == 2:
+                w.write(b"QUIT\r\n")
+                line = await r.readline()
+                if not line.startswith(b"221"):
+                    raise ProtoError(f"QUIT: {short(line)}")
+    await _connect_cycle(env.smtp, env, timeout, talk)
 
 
 async def imap_cycle(env: Env, i: int, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            r, w = await asyncio.open_connection(env.host, env.imap)
-            try:
-                if i % 3:
-                    line = await r.readline()
-                    if not line.startswith(b"* OK"):
-                        raise ProtoError(f"greeting: {short(line)}")
-                    if i % 3 == 2:
-                        w.write(b"a1 LOGOUT\r\n")
-                        while (line := await r.readline()) and not line.startswith(b"a1 "):
-                            pass
-                        if not line.startswith(b"a1 OK"):
-                            raise ProtoError(f"LOGOUT: {short(line)}")
-            finally:
-                w.close()
-                try:
-                    await w.wait_closed()
-                except OSError:  # a reset at close is not a failed cycle
+    async def talk(r, w):
+        if i % 3:
+            line = await r.readline()
+            if not line.startswith(b"* OK"):
+                raise ProtoError(f"greeting: {short(line)}")
+            if i % 3 == 2:
+                w.write(b"a1 LOGOUT\r\n")
+                while (line := await r.readline()) and not line.startswith(b"a1 "):
                     pass
-    except TimeoutError:
-        raise ProtoError("timeout") from None
-    except OSError as e:
-        raise ProtoError(str(e.strerror or e)) from None
+                if not line.startswith(b"a1 OK"):
+                    raise ProtoError(f"LOGOUT: {short(line)}")
+    await _connect_cycle(env.imap, env, timeout, talk)
 
 
 async def login_drop_cycle(env: Env, i: int, timeout: float) -> None:
