@@ -66,18 +66,18 @@ import argparse
 import asyncio
 import base64
 import collections
-import ipaddress
 import math
 import os
 import quopri
 import random
 import re
 import resource
-import socket
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+
+from common import check_loopback, pss_kb, short, status_kb
 
 MEASUREMENTS = ("fetch", "search", "mixed", "idle", "memory")
 SUBJECT_TOKEN, SUBJECT_EVERY = "Zebrafinch", 97  # in the Subject of messages i % 97 == 0
@@ -89,12 +89,6 @@ MAX_ERRORS_SHOWN = 5
 
 def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-def short(data: bytes | str, n: int = 160) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.rstrip("\r\n")
-    return text if len(text) <= n else text[:n] + "..."
 
 
 # ======================================================================== targets
@@ -109,20 +103,6 @@ class Target:
     idle_user: str
     smtp_port: int | None = None
     pid: int | None = None
-
-
-def check_loopback(host: str) -> str:
-    """Return host (brackets removed) if every address it names is loopback."""
-    host = host.strip("[]")
-    addrs = {host}
-    if host.lower() == "localhost":
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    try:
-        if addrs and all(ipaddress.ip_address(a).is_loopback for a in addrs):
-            return host
-    except ValueError:
-        pass
-    raise ValueError(f"refusing host {host!r}: only 127.0.0.0/8, ::1 and localhost are allowed")
 
 
 def expand_users(text: str) -> tuple[list[str], dict[str, str]]:
@@ -723,28 +703,6 @@ def proc_tree(root: int) -> list[int]:
     return out
 
 
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _pss_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -765,9 +723,9 @@ def mem_sample(root: int) -> MemSample:
     rss, pss, by_comm = 0, 0, collections.defaultdict(lambda: [0, 0])
     pids = proc_tree(root)
     for p in pids:
-        kb = _status_kb(p, "VmRSS:")
+        kb = status_kb(p, "VmRSS:")
         rss += kb
-        v = _pss_kb(p)
+        v = pss_kb(p)
         pss = None if (pss is None or v is None) else pss + v
         c = by_comm[_comm(p)]
         c[0] += 1
@@ -1367,7 +1325,7 @@ async def measure_memory(t: Target, args) -> Row:
                f"after close {after.rss_kb / 1024:.1f}MB){pss} by process: {procs or '-'} "
                f"open+login+select={ok / opened:.0f} conn/s"
                + (f" server_cpu={cpu1 - cpu0:.1f}s" if cpu0 is not None and cpu1 is not None else "")
-               + f" close={closing:.1f}s peak_rss(pid {t.pid})={_status_kb(t.pid, 'VmHWM:') / 1024:.0f}MB"
+               + f" close={closing:.1f}s peak_rss(pid {t.pid})={status_kb(t.pid, 'VmHWM:') / 1024:.0f}MB"
                + (" NOTE: the server reused memory it had freed before; restart it and run "
                   "--only memory for a clean figure" if ok and delta < 16 * ok else ""), errors)]
     if pss and ok:

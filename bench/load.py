@@ -84,7 +84,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ipaddress
 import json
 import math
 import os
@@ -93,7 +92,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -101,6 +99,8 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+
+from common import check_loopback, pss_kb, short, status_kb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("idle", "churn", "big", "fetch", "storm")
@@ -125,12 +125,6 @@ QUICK = dict(connections=100, cycles=1000, login_cycles=200, big_clients=5, big_
 
 def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
-
-
-def short(data, n: int = 160) -> str:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-    text = text.rstrip("\r\n")
-    return text if len(text) <= n else text[:n] + "..."
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -177,28 +171,6 @@ class Mem:
     fds: int
 
 
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _pss_kb(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def fd_count(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -207,7 +179,7 @@ def fd_count(pid: int) -> int:
 
 
 def mem(pid: int) -> Mem:
-    return Mem(_status_kb(pid, "VmRSS:"), _pss_kb(pid), _status_kb(pid, "VmHWM:"), fd_count(pid))
+    return Mem(status_kb(pid, "VmRSS:"), pss_kb(pid), status_kb(pid, "VmHWM:"), fd_count(pid))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -271,13 +243,13 @@ class Sampler:
 
     async def _run(self):
         while True:
-            rss = _status_kb(self.pid, "VmRSS:")
+            rss = status_kb(self.pid, "VmRSS:")
             self.peak_kb = max(self.peak_kb, rss)
             self.samples += 1
             await asyncio.sleep(SAMPLE_INTERVAL)
 
     def start(self) -> Sampler:
-        self.peak_kb = _status_kb(self.pid, "VmRSS:")
+        self.peak_kb = status_kb(self.pid, "VmRSS:")
         self._task = asyncio.get_running_loop().create_task(self._run())
         return self
 
@@ -287,7 +259,7 @@ class Sampler:
             await self._task
         except asyncio.CancelledError:
             pass
-        self.peak_kb = max(self.peak_kb, _status_kb(self.pid, "VmRSS:"))
+        self.peak_kb = max(self.peak_kb, status_kb(self.pid, "VmRSS:"))
         return self.peak_kb
 
 
@@ -1342,19 +1314,6 @@ async def phase_storm(env: Env, args, rep: Report, label: str = "storm") -> None
 
 
 # ================================================================ main
-def check_loopback(host: str) -> str:
-    host = host.strip("[]")
-    addrs = {host}
-    if host.lower() == "localhost":
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    try:
-        if addrs and all(ipaddress.ip_address(a).is_loopback for a in addrs):
-            return host
-    except ValueError:
-        pass
-    raise ValueError(f"refusing host {host!r}: only loopback addresses are allowed")
-
-
 def parse_target(spec: str) -> tuple[str, str, int]:
     kind, eq, rest = spec.partition("=")
     host, _, port = rest.rpartition(":")

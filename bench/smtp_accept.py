@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import itertools
 import math
 import os
-import socket
 import sys
 import time
 from collections import namedtuple
 from dataclasses import dataclass, field
 from email.utils import formatdate
+
+from common import check_loopback
 
 MATRIX_SESSIONS = (1, 10, 50)
 MATRIX_SIZES = (2048, 100 * 1024)
@@ -300,20 +300,6 @@ def parse_target(spec: str) -> Target:
         return Target(name, check_loopback(host), int(port), rcpt)
     except (ValueError, OSError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def check_loopback(host: str) -> str:
-    """Return host (brackets removed) if every address it names is loopback."""
-    host = host.strip("[]")
-    addrs = {host}
-    if host.lower() == "localhost":
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    try:
-        if all(ipaddress.ip_address(a).is_loopback for a in addrs):
-            return host
-    except ValueError:
-        pass
-    raise ValueError(f"refusing host {host!r}: only 127.0.0.0/8, ::1 and localhost are allowed")
 
 
 def main() -> None:
