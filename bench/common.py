@@ -1,11 +1,13 @@
 """What the bench programs share: the loopback-only check on their targets, short text
-for error lines, and reading a server's memory from /proc.
+for error lines, and reading a server's process from /proc (memory, its stat fields,
+which process listens on a port).
 
 The programs run as scripts (``python3 bench/NAME.py``), so this directory is first on
 their import path and ``import common`` finds this module.
 """
 
 import ipaddress
+import os
 import socket
 
 
@@ -51,4 +53,51 @@ def pss_kb(pid: int) -> int | None:
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat from "state" (field 3) on; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2:].split()
+
+
+def listener_pid(port: int) -> int | None:
+    """The topmost process holding a socket listening on `port` (needs to read /proc/*/fd)."""
+    inodes = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(parts[9])
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+    if not inodes:
+        return None
+    owners = set()
+    targets = {f"socket:[{i}]" for i in inodes}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                try:
+                    if os.readlink(f"/proc/{entry}/fd/{fd}") in targets:
+                        owners.add(int(entry))
+                        break
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    for p in sorted(owners):
+        st = proc_stat(p)
+        if st and int(st[1]) not in owners:
+            return p
     return None

@@ -77,7 +77,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from common import check_loopback, pss_kb, short, status_kb
+from common import check_loopback, listener_pid, proc_stat, pss_kb, short, status_kb
 
 MEASUREMENTS = ("fetch", "search", "mixed", "idle", "memory")
 SUBJECT_TOKEN, SUBJECT_EVERY = "Zebrafinch", 97  # in the Subject of messages i % 97 == 0
@@ -678,21 +678,12 @@ class Smtp:
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(")") + 2:].split()  # fields from "state" (field 3) on
-
-
 def proc_tree(root: int) -> list[int]:
     """root and all its descendants that are alive now."""
     children = collections.defaultdict(list)
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            st = _stat(int(entry))
+            st = proc_stat(int(entry))
             if st:
                 children[int(st[1])].append(int(entry))
     out, todo = [], [root]
@@ -739,49 +730,12 @@ def cpu_seconds(root: int | None) -> float | None:
         return None
     total = 0
     for p in proc_tree(root):
-        st = _stat(p)
+        st = proc_stat(p)
         if st:
             total += int(st[11]) + int(st[12])  # utime, stime (fields 14, 15)
             if p == root:
                 total += int(st[13]) + int(st[14])  # cutime, cstime
     return total / CLK_TCK
-
-
-def listener_pid(port: int) -> int | None:
-    """The topmost process holding a socket listening on `port` (needs to read /proc/*/fd)."""
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    parts = line.split()
-                    if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(parts[9])
-        except (OSError, StopIteration, IndexError, ValueError):
-            pass
-    if not inodes:
-        return None
-    owners = set()
-    targets = {f"socket:[{i}]" for i in inodes}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                try:
-                    if os.readlink(f"/proc/{entry}/fd/{fd}") in targets:
-                        owners.add(int(entry))
-                        break
-                except OSError:
-                    pass
-        except OSError:
-            pass
-    for p in sorted(owners):
-        st = _stat(p)
-        if st and int(st[1]) not in owners:
-            return p
-    return None
 
 
 # ===================================================================== results

@@ -100,7 +100,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from common import check_loopback, pss_kb, short, status_kb
+from common import check_loopback, listener_pid, pss_kb, short, status_kb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("idle", "churn", "big", "fetch", "storm")
@@ -201,34 +201,6 @@ def nofile_limit(pid: int) -> int | None:
                     return None if v == "unlimited" else int(v)
     except (OSError, ValueError, IndexError):
         pass
-    return None
-
-
-def pid_listening_on(port: int) -> int | None:
-    """The process (of this user) with a listening TCP socket on *port*, through /proc."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(cols[9])
-        except (OSError, StopIteration, ValueError, IndexError):
-            pass
-    if not inodes:
-        return None
-    wanted = {f"socket:[{i}]" for i in inodes}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
-                    return int(entry)
-        except OSError:
-            continue
     return None
 
 
@@ -1425,8 +1397,8 @@ async def run_target(args, rep: Report) -> None:
     hosts = {h for h, _ in ports.values()}
     if len(hosts) > 1:
         raise SystemExit("all --target entries must name the same host")
-    pid = args.pid or (pid_listening_on(ports["imap"][1]) if "imap" in ports else None) or \
-        (pid_listening_on(ports["smtp"][1]) if "smtp" in ports else None)
+    pid = args.pid or (listener_pid(ports["imap"][1]) if "imap" in ports else None) or \
+        (listener_pid(ports["smtp"][1]) if "smtp" in ports else None)
     if pid is None or not os.path.exists(f"/proc/{pid}"):
         raise SystemExit("no server PID: give --pid (the process must be readable in /proc)")
     limit = nofile_limit(pid)
