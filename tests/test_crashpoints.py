@@ -38,8 +38,10 @@ DRIVERS = {
     "queue.linked": ("submission", 2), "queue.written": ("submission", 2),
     "relay.accepted": ("relay", 2),
 }
-# The store's points are shared by every protocol: cross them over IMAP and HTTP too.
-EXTRA = [("store.placed", "imap", 3), ("store.committed", "http", 3)]
+# The store's points are shared by every protocol: cross them over IMAP and HTTP too.  An
+# IMAP APPEND's spool file is written in the store's commit turn, not by its writer.
+EXTRA = [("store.placed", "imap", 3), ("store.committed", "http", 3),
+         ("spool.written", "imap", 3), ("spool.fsynced", "imap", 3)]
 
 
 # What becomes of the message that dies at the point: how many of its holders (h: two

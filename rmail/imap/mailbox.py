@@ -97,16 +97,13 @@ class Account:
         """Store *data* (CRLF line ends) in folder *name*; Deferred (UIDVALIDITY, UID)."""
         writer = self.store.new_message()
         writer.write(data)
-        d = writer.finish()
-        d.addCallback(lambda _: defer.gatherResults(
-            [self.folders.uidvalidity(name), self.folders.append(name, writer, flags, date)],
-            consumeErrors=True))
-        d.addCallback(tuple)
+        d = self.folders.append(name, writer, flags, date)  # written in the commit's turn
+        # Kept by the store until folders change: no second trip to the disk thread.
+        d.addCallback(lambda uid: self.folders.uidvalidity(name).addCallback(
+            lambda uidvalidity: (uidvalidity, uid)))
 
         def failed(f):
             writer.discard()
-            if f.check(defer.FirstError):
-                return f.value.subFailure
             return f
         return d.addErrback(failed)
 

@@ -26,6 +26,7 @@ import secrets
 from twisted.cred import error as cred_error
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer, reactor
+from twisted.python import failure
 from twisted.logger import Logger
 from twisted.mail import imap4
 
@@ -202,18 +203,36 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
             rest = sub[1] if len(sub) > 1 else None
         self._busy = (tag, verb, uid)
         try:
-            handler = self.lookupCommand(verb)
-            if handler is None or (uid and verb not in (b"FETCH", b"STORE", b"SEARCH", b"COPY",
+            command = self.lookupCommand(verb)
+            if command is None or (uid and verb not in (b"FETCH", b"STORE", b"SEARCH", b"COPY",
                                                           b"MOVE", b"EXPUNGE")):
                 self.sendBadResponse(tag, b"Unknown command or not valid in this state")
                 return
-            self.dispatchCommand(tag, verb, rest, uid=uid if uid else None)
+            self._dispatch(tag, command, rest, uid)
         except (imap4.IllegalClientResponse, imap4.IllegalIdentifierError) as e:
             self.sendBadResponse(tag, b"Syntax error: " + str(e).encode("utf-8", "replace"))
         except Exception:
-            log.failure("imap: session={session}: {verb} failed", session=self.session, verb=verb)
-            self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error (session %s)"
-                                      % self.session.encode())
+            self._fail(tag, failure.Failure(), verb)
+
+    def _dispatch(self, tag, command, rest, uid):
+        """Twisted's command table entry ``(handler, parser or value, ...)``, applied in
+        one pass.  Twisted's own dispatch chains a Deferred through every argument, for
+        parsers that wait for a literal; here the framing has read every literal already,
+        so each parser answers at once (``(value, rest of the line)``)."""
+        handler, *parsers = command
+        args = [tag]
+        for parse in parsers:
+            if callable(parse):
+                value, rest = parse(self, rest)
+                args.append(value)
+            else:
+                args.append(parse)
+        if rest:
+            raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(rest))
+        if uid:
+            handler(self, *args, uid=True)
+        else:
+            handler(self, *args)
 
     def lookupCommand(self, cmd):
         return getattr(self, f"{self.state}_{cmd.decode('ascii', 'replace').upper()}", None)
@@ -253,13 +272,6 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
                     what=what)
         self.sendNegativeResponse(tag, b"[SERVERBUG] Internal error (session %s)"
                                   % self.session.encode())
-
-    def _IMAP4Server__ebDispatch(self, failure, tag):
-        """Twisted's dispatch errback, which would send exception text as BAD."""
-        if failure.check(imap4.IllegalClientResponse, imap4.IllegalIdentifierError):
-            return self.sendBadResponse(tag, b"Syntax error: " + str(failure.value).encode(
-                "utf-8", "replace"))
-        self._fail(tag, failure, b"command")
 
     # -- back-pressure while a FETCH streams (IPushProducer for the transport) -------
 

@@ -79,12 +79,17 @@ class IMessageWriter(Interface):
 
     size = Attribute("Bytes written so far.")
     backlog = Attribute("Bytes accepted by write() but not yet on disk.")
+    finished = Attribute("True once finish(), take() or discard() was called.")
 
     def write(data):
         """Append bytes; the disk write happens later, off the reactor thread."""
 
     def finish():
         """Deferred firing once every byte is written and fsynced; then deliverable."""
+
+    def take():
+        """The whole message as bytes if none of it has gone to the disk yet (the writer
+        is then finished and the taker writes it durably to its spool path), else None."""
 
     def discard():
         """Drop the message (Deferred); nothing of it becomes visible anywhere."""
@@ -117,7 +122,8 @@ class IUserStore(Interface):
         """Record the subscription state of *folder*."""
 
     def append(folder, message, flags=(), internaldate=None):
-        """Deliver a finished IMessageWriter into *folder*; Deferred new UID."""
+        """Deliver an IMessageWriter's message into *folder*; Deferred new UID.  One not
+        finished yet is finished by the store (in its commit's turn, when it can)."""
 
     def messages(folder, uids=None, summaries=True, headers=False):
         """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rmail import crashpoint, durable
-from rmail.store import hub as changes, names, workers
+from rmail.store import hub as changes, names, spool, workers
 from rmail.store.index import ShardIndex
 from rmail.store.interfaces import IUserStore, MessageInfo, StoreError
 
@@ -65,15 +65,16 @@ class ShardUnavailable(OSError):
 class _Entry:
     """One message waiting for its shard's next group commit."""
 
-    __slots__ = ("folder", "path", "consume", "size", "flags", "internaldate", "deferred")
+    __slots__ = ("folder", "path", "consume", "size", "flags", "internaldate", "data", "deferred")
 
-    def __init__(self, folder, path, consume, size, flags, internaldate):
+    def __init__(self, folder, path, consume, size, flags, internaldate, data=None):
         self.folder = folder
         self.path = path
         self.consume = consume  # rename the spool file in, rather than link it
         self.size = size
         self.flags = flags
         self.internaldate = internaldate
+        self.data = data  # the message's bytes, when the commit writes its spool file
         self.deferred = defer.Deferred()
 
 
@@ -275,17 +276,25 @@ class Shard:
     # -- adding messages (group commit) -------------------------------------------
 
     def append(self, folder, message, flags=(), internaldate=None):
-        """Add a finished MessageWriter (its spool file moves into this shard)."""
-        return self.add_file(folder, message.path, message.size, flags, internaldate, consume=True)
+        """Add a MessageWriter's message (its spool file moves into this shard).  One not
+        finished yet is finished here; if it is all still in memory, the commit writes
+        and fsyncs it in its own turn."""
+        data = message.take()
+        if data is None and not message.finished:
+            return message.finish().addCallback(
+                lambda _: self.append(folder, message, flags, internaldate))
+        return self.add_file(folder, message.path, message.size, flags, internaldate,
+                             consume=True, data=data)
 
-    def add_file(self, folder, path, size, flags=(), internaldate=None, consume=False):
+    def add_file(self, folder, path, size, flags=(), internaldate=None, consume=False,
+                 data=None):
         try:
             folder = names.folder_name(folder)
             flags = names.flags(flags)
         except StoreError as e:
             return defer.fail(e)
         entry = _Entry(folder, path, consume, size, flags,
-                       time.time() if internaldate is None else internaldate)
+                       time.time() if internaldate is None else internaldate, data)
         self._pending.append(entry)
         self._commit_next()
         return entry.deferred
@@ -310,6 +319,8 @@ class Shard:
         for i, e in enumerate(batch):
             target = os.path.join(self.messages_dir, os.path.basename(e.path))
             try:
+                if e.data is not None:
+                    spool.write_taken(e.path, e.data)
                 (os.rename if e.consume else os.link)(e.path, target)
             except OSError as err:
                 results[i] = err
@@ -347,6 +358,8 @@ class Shard:
         if self.describe is None:
             return None
         try:
+            if entry.data is not None:
+                return self.describe(entry.data)
             with _describing(entry.size), \
                     open(os.path.join(self.messages_dir, os.path.basename(entry.path)), "rb") as f:
                 return self.describe(f.read())

@@ -40,6 +40,7 @@ class MessageWriter:
         self._fd = None
         self._chain = defer.succeed(None)
         self._finished = False
+        self._flushed = False  # some of it was handed to the disk thread
         self._drain_waiters = []
 
     def write(self, data: bytes) -> None:
@@ -52,6 +53,7 @@ class MessageWriter:
             self._flush()
 
     def _flush(self, sync=False):
+        self._flushed = True
         chunk = b"".join(self._buffer)
         self._buffer = []
 
@@ -72,16 +74,23 @@ class MessageWriter:
     def _write(self, chunk: bytes, sync: bool) -> None:
         # Runs in a thread, one at a time (the Deferred chain serialises them).
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(self._fd, view):]
+            self._fd = _create(self.path)
+        _write_all(self._fd, chunk)
         if sync:
-            crashpoint.reach("spool.written")
-            os.fsync(self._fd)
-            crashpoint.reach("spool.fsynced")
+            _fsync(self._fd)
             os.close(self._fd)
             self._fd = None
+
+    def take(self):
+        """The whole message, if none of it has gone to the disk yet (an IMAP APPEND of a
+        few KB); the writer is then finished, and the taker writes the bytes to ``path``
+        with ``write_taken`` (the store does it in its commit's own turn, saving a trip
+        to the disk thread).  None otherwise: then ``finish`` as usual."""
+        if self._finished or self._flushed:
+            return None
+        self._finished = True
+        data, self._buffer, self.backlog = b"".join(self._buffer), [], 0
+        return data
 
     def when_below(self, limit: int):
         """Deferred firing once at most *limit* bytes wait for the disk (back-pressure)."""
@@ -90,6 +99,10 @@ class MessageWriter:
         d = defer.Deferred()
         self._drain_waiters.append((limit, d))
         return d
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
 
     def finish(self):
         """Write what is buffered and fsync; the Deferred fires with self."""
@@ -116,3 +129,30 @@ class MessageWriter:
         d = defer.Deferred()
         self._chain.addBoth(remove).addBoth(d.callback)
         return d
+
+
+def write_taken(path: str, data: bytes) -> None:
+    """In a thread: a message from ``MessageWriter.take``, written and fsynced as
+    ``finish`` would have."""
+    fd = _create(path)
+    try:
+        _write_all(fd, data)
+        _fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync(fd: int) -> None:
+    crashpoint.reach("spool.written")
+    os.fsync(fd)
+    crashpoint.reach("spool.fsynced")
