@@ -6,8 +6,8 @@ keys (rmail/imap/search.py) and tests two messages, FETCH parses its items
 (rmail/imap/folders.py), LIST patterns compiled, APPEND dates read.
 
 The input is one whole command as ``rmail.imap.framing`` delivers it (literals inline):
-``tag [UID] VERB arguments``; it is split and dispatched the way ``IMAPServer._command``
-and Twisted's ``dispatchCommand`` do, in the selected state.  Documented refusals: the
+``tag [UID] VERB arguments``; it is split the way ``IMAPServer._command`` splits it and
+parsed by the server's own ``_dispatch``, in the selected state.  Documented refusals: the
 server answers ``IllegalClientResponse`` and ``IllegalIdentifierError`` with BAD,
 ``search.SearchError`` with BAD (``BadCharset``: NO), ``folders.BadName`` with NO.
 Anything else would be answered ``NO [SERVERBUG] Internal error``: a crash.
@@ -17,8 +17,6 @@ import datetime
 import types
 
 import harness
-
-from twisted.internet import defer
 
 with harness.instrumented("twisted.mail.imap4"):
     from twisted.mail import imap4
@@ -81,19 +79,6 @@ SERVER = IMAPServer(_Factory())
 SERVER.state = "select"
 
 
-def _parsed(result):
-    """A parser's (value, rest), waiting for a Deferred (Twisted's dispatch allows them)."""
-    if isinstance(result, defer.Deferred):
-        out = []
-        result.addBoth(out.append)
-        if not out:
-            raise AssertionError("argument parser did not answer at once")
-        result = out[0]
-        if hasattr(result, "raiseException"):
-            result.raiseException()
-    return result
-
-
 def _after(verb, args, uid):
     """What the command checks before it calls the store."""
     if verb == b"SEARCH":
@@ -152,15 +137,10 @@ def test_one_input(data: bytes):
     handler = SERVER.lookupCommand(verb)
     if handler is None:
         return
-    args = []
-    for parser in handler[1:]:  # as Twisted's __doCommand
-        if callable(parser):
-            arg, rest = _parsed(parser(SERVER, rest))
-            args.append(arg)
-        else:
-            args.append(parser)
-    if rest:
-        raise imap4.IllegalClientResponse("Too many arguments for command: " + repr(rest))
+    parsed = []  # the server's own dispatch, with a handler that keeps what it is given
+    SERVER._dispatch(b"t", (lambda server, tag, *args, uid=False: parsed.append(args),
+                            *handler[1:]), rest, uid)
+    (args,) = parsed
     _after(verb, args, uid)
 
 

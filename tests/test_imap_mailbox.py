@@ -10,6 +10,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.mail import imap4
 from zope.interface.verify import verifyObject
 
+from rmail.imap import seqset
 from tests.conftest import in_reactor
 from tests.harness import TIMEOUT
 
@@ -63,7 +64,7 @@ def test_messages_and_parts_agree_with_the_wire(server):
     _send(server, NESTED)
     account = _account(server)
     mailbox = in_reactor(account.select, "INBOX", False)
-    [message] = in_reactor(mailbox.fetch, imap4.MessageSet(1, 1), False)
+    [message] = in_reactor(mailbox.fetch, seqset.parse(b"1"), False)
     assert verifyObject(imap4.IMessage, message)
     in_reactor(message.load)
     wire = _wire(server, "FETCH", "1", "(RFC822.SIZE BODY.PEEK[1] BODY.PEEK[2.2] BODY.PEEK[TEXT])")

@@ -1081,3 +1081,40 @@ def test_workers_never_run_more_calls_at_once_than_their_size():
         in_reactor(lambda: defer.succeed(pool.stop()))
     assert results == [0, 1, 4, "failed", 16, 25, 36, 49]
     assert peak[0] == 2
+
+
+def test_calls_in_order_run_one_at_a_time_and_answer_in_order():
+    """A shard's calls (``InOrder``): never two at once in the threads, started in the
+    order made, and each answered (a failure too) before the next one's answer."""
+    import threading
+    import time
+    from rmail.store.workers import InOrder
+
+    turns = InOrder()
+    lock = threading.Lock()
+    running, peak, started, answered = [0], [0], [], []
+
+    def call(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            started.append(i)
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        if i == 2:
+            raise ValueError("call 2 fails")
+        return i
+
+    def run_all():
+        calls = []
+        for i in range(6):
+            d = turns.run(call, i)
+            d.addCallbacks(lambda r, i=i: answered.append(i) or r,
+                           lambda f, i=i: f.trap(ValueError) and answered.append(i) or "failed")
+            calls.append(d)
+        return defer.gatherResults(calls)
+    results = in_reactor(run_all)
+    assert results == [0, 1, "failed", 3, 4, 5]
+    assert started == answered == list(range(6))
+    assert peak[0] == 1

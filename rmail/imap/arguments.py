@@ -8,7 +8,7 @@ that meet literals; the others (sequence sets, flag lists, search keys) stay Twi
 
 from twisted.mail import imap4
 
-from rmail.imap import fetch as fetching
+from rmail.imap import fetch as fetching, seqset as seqsets
 
 
 def _syntax_errors(parse, flat=False):
@@ -44,10 +44,11 @@ def _required(parse):
 
 
 def _seqset(self, line):
-    """Twisted's sequence set, with RFC 3501's ``*:*`` (which Twisted refuses) read as ``*``."""
-    first, space, rest = line.partition(b" ")
-    first = b",".join(b"*" if part == b"*:*" else part for part in first.split(b","))
-    return imap4.IMAP4Server.arg_seqset(self, first + space + rest)
+    first, _, rest = line.partition(b" ")
+    try:
+        return seqsets.parse(first), rest
+    except seqsets.BadSet as e:
+        raise imap4.IllegalClientResponse(f"Bad message number {first[:40]!r}: {e}")
 
 
 def _opt_charset(self, line):

@@ -26,12 +26,12 @@ How a message's fields and bodies become text to match is ``rmail.imap.searchtex
 
 from __future__ import annotations
 
-import bisect
 import datetime
 import re
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from rmail.imap import seqset
 from rmail.imap.searchtext import MessageText, fold as _fold
 
 __all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
@@ -119,11 +119,7 @@ _SENT_DATE_KEYS = {"SENTBEFORE": "BEFORE", "SENTON": "ON", "SENTSINCE": "SINCE"}
 _MONTHS = {m: i for i, m in enumerate(
     "jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 _DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")  # RFC 3501 date-text
-_SET = re.compile(rb"(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?"
-                  rb"(?:,(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?)*")
 _ATOM_SPECIALS = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\\]]')  # RFC 3501 section 9
-_NUMBER_LIMIT = 2 ** 32  # "number" is a 32-bit unsigned integer (RFC 3501 section 9)
-_NUMBER_DIGITS = 10  # more digits are over the limit (and over what int() reads from text)
 _MAX_NESTING = 100  # parenthesized lists, NOT and OR inside each other
 
 
@@ -286,7 +282,7 @@ class _Compiler:
 
     def _number(self, key: str) -> int:
         token = self._atom("a number of octets", key)
-        if not token.isdigit() or len(token) > _NUMBER_DIGITS or int(token) >= _NUMBER_LIMIT:
+        if not token.isdigit() or len(token) > seqset.DIGITS or int(token) >= seqset.LIMIT:
             raise SearchError(f"{key} needs a number of octets, not {_show(token)}")
         return int(token)
 
@@ -366,46 +362,10 @@ def _show(token) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-class _NumberSet:
-    """A sequence-set (RFC 3501 section 9). "*" means the highest number in use, and
-    a:b contains everything between a and b, in either order."""
-
-    def __init__(self, ranges: list[tuple[int | None, int | None]]):
-        self._ranges = ranges  # None stands for "*"
-        self.highest = max((n for span in ranges for n in span if n is not None), default=0)
-        self._star = -1
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-
-    def contains(self, number: int, star: int) -> bool:
-        if star != self._star:
-            self._resolve(star)
-        i = bisect.bisect_right(self._starts, number) - 1
-        return i >= 0 and number <= self._ends[i]
-
-    def _resolve(self, star: int) -> None:
-        spans = sorted(sorted((star if lo is None else lo, star if hi is None else hi))
-                       for lo, hi in self._ranges)
-        self._starts, self._ends = [], []
-        for lo, hi in spans:
-            if self._ends and lo <= self._ends[-1] + 1:
-                self._ends[-1] = max(self._ends[-1], hi)
-            else:
-                self._starts.append(lo)
-                self._ends.append(hi)
-        self._star = star
-
-
-def _number_set(token, what: str) -> _NumberSet:
-    if not isinstance(token, bytes) or not _SET.fullmatch(token):
+def _number_set(token, what: str) -> seqset.SequenceSet:
+    if not isinstance(token, bytes):
         raise SearchError(f"bad {what} {_show(token)}: use numbers and ranges such as 1:5,7,9:*")
-    ranges = []
-    for part in token.split(b","):
-        lo, _, hi = part.partition(b":")
-        if max(len(lo), len(hi)) > _NUMBER_DIGITS:
-            raise SearchError(f"bad {what} {_show(token)}: numbers stop at 4294967295")
-        lo_n, hi_n = (None if n == b"*" else int(n) for n in (lo, hi or lo))
-        if any(n is not None and n >= _NUMBER_LIMIT for n in (lo_n, hi_n)):
-            raise SearchError(f"bad {what} {_show(token)}: numbers stop at 4294967295")
-        ranges.append((lo_n, hi_n))
-    return _NumberSet(ranges)
+    try:
+        return seqset.parse(token)
+    except seqset.BadSet as e:
+        raise SearchError(f"bad {what} {_show(token)}: {e}") from None

@@ -50,13 +50,13 @@ class SelectedFolder:
             return []
         if uid:
             wanted = []
-            for start, end in _ranges(id_list, self.uids[-1]):
+            for start, end in id_list.spans(self.uids[-1]):
                 lo = bisect.bisect_left(self.uids, start)
                 hi = bisect.bisect_right(self.uids, end)
                 wanted.extend(self.uids[lo:hi])
             return sorted(set(wanted))
         result = set()
-        for start, end in _ranges(id_list, len(self.uids)):
+        for start, end in id_list.spans(len(self.uids)):
             if start < 1 or end > len(self.uids):
                 raise IndexError("no such message")
             result.update(self.uids[start - 1:end])
@@ -127,16 +127,6 @@ class SelectedFolder:
         if uid in self.recent:
             flags.insert(sum(f.startswith("\\") for f in flags), "\\Recent")
         return b"(" + " ".join(flags).encode() + b")"
-
-
-def _ranges(id_list, last):
-    """(start, end) pairs of a Twisted MessageSet, '*' resolved to *last*."""
-    for start, end in id_list.ranges:
-        start = last if start is None else start
-        end = last if end is None else end
-        if start > end:
-            start, end = end, start
-        yield start, end
 
 
 class ViewSnapshot:

@@ -94,7 +94,7 @@ class Shard:
         self.messages_dir = os.path.join(root, "messages")
         self.quarantine_dir = os.path.join(root, "quarantine")
         self._lock = threading.Lock()
-        self._turn = defer.DeferredLock()
+        self._turn = workers.InOrder()
         self._index = None
         self._pending: list[_Entry] = []
         self._committing = False
@@ -112,7 +112,7 @@ class Shard:
         # One operation of this shard at a time, in call order; the next starts only once
         # the previous result is back on the reactor thread, so change events are
         # published in commit order.
-        return self._turn.run(workers.run, self._locked, fn, *args)
+        return self._turn.run(self._locked, fn, *args)
 
     def _locked(self, fn, *args):
         with self._lock:
@@ -516,4 +516,4 @@ class Shard:
                     self._index.close()
                     self._index = None
         return self.flush().addCallback(
-            lambda _: self._turn.run(workers.run, close_index))
+            lambda _: self._turn.run(close_index))

@@ -6,7 +6,7 @@ lock worker, a Queue and a Condition per hand-off) and wraps it in the caller's 
 context; measured on IMAP ``UID STORE``, that hand-off held the reactor thread as long
 as the SQLite work took in its thread.  A call here is one ``SimpleQueue.put``, and its
 result comes back with one ``callFromThread``.  Ordering is the caller's business: a
-shard runs one operation at a time (``Shard._run``), a spool file one write at a time.
+shard runs one operation at a time (``InOrder``), a spool file one write at a time.
 
 Few threads (``storage.threads``, 2 by default): each call is mostly Python code between
 SQLite statements, and every thread more is one more contender for the interpreter lock
@@ -19,6 +19,7 @@ Threads start on first use and stop when the reactor shuts down, after finishing
 calls already queued (a commit in flight completes).
 """
 
+import collections
 import queue
 import threading
 
@@ -41,10 +42,15 @@ class Workers:
     def run(self, fn, *args):
         """Deferred result of fn(*args), called in one of the threads."""
         d = defer.Deferred()
-        self._calls.put((d, fn, args))
+        self.submit(d.callback, fn, *args)
+        return d
+
+    def submit(self, deliver, fn, *args):
+        """Call fn(*args) in one of the threads, then deliver(its result, or a Failure) on
+        the reactor thread."""
+        self._calls.put((deliver, fn, args))
         if self._idle == 0 and len(self._threads) < self.size:
             self._start_one()
-        return d
 
     def _start_one(self):
         with self._lock:
@@ -65,13 +71,12 @@ class Workers:
                 self._idle -= 1
             if item is None:
                 return
-            d, fn, args = item
+            deliver, fn, args = item
             try:
                 result = fn(*args)
             except BaseException:
-                call_back(d.errback, Failure())
-            else:
-                call_back(d.callback, result)
+                result = Failure()
+            call_back(deliver, result)  # a Deferred's callback runs its errbacks on a Failure
 
     def stop(self):
         """Finish the queued calls, then end every thread (the reactor is shutting down)."""
@@ -102,3 +107,30 @@ def configure(size: int) -> None:
 def run(fn, *args):
     """Deferred result of fn(*args) in the store's threads (as ``deferToThread``)."""
     return default().run(fn, *args)
+
+
+class InOrder:
+    """Calls run in the store's threads one at a time, in the order they were made: the
+    next starts once the previous result is back on the reactor thread, and before that
+    result's callbacks run, so they see the calls complete in order.  (A DeferredLock
+    does the same with five Deferreds more per call.)"""
+
+    def __init__(self):
+        self._calls = collections.deque()  # (Deferred, fn, args); the first is running
+
+    def run(self, fn, *args):
+        d = defer.Deferred()
+        self._calls.append((d, fn, args))
+        if len(self._calls) == 1:
+            self._start()
+        return d
+
+    def _start(self):
+        _, fn, args = self._calls[0]
+        default().submit(self._done, fn, *args)
+
+    def _done(self, result):
+        d, _, _ = self._calls.popleft()
+        if self._calls:
+            self._start()
+        d.callback(result)
