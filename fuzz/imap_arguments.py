@@ -53,6 +53,9 @@ class _Message:
     def raw(self):
         return self._raw
 
+    def kept_texts(self):
+        return None  # an index without kept texts: header() is read
+
 
 MESSAGES = [_Message(1, 7, ["\\Seen", "$Label1"], False, RAW),
             _Message(2, 9, [], True, b"Subject: no body")]

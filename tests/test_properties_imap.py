@@ -318,6 +318,9 @@ class _Message:
     def raw(self):
         return self._raw
 
+    def kept_texts(self):
+        return None  # an index without kept texts: header() is read
+
 
 # -- sequence sets ---------------------------------------------------------------------------------
 

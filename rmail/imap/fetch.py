@@ -14,6 +14,7 @@ import time
 from twisted.mail.imap4 import _FetchParser
 
 from rmail import mime, mimeparts
+from rmail.imap import searchtext
 from rmail.preview import preview
 
 _FILE_ITEMS = ("envelope", "bodystructure", "body", "rfc822", "rfc822header", "rfc822text")
@@ -37,12 +38,14 @@ def parse(query: bytes):
 
 def describe(raw: bytes) -> tuple:
     """What the store keeps per message at delivery: (ENVELOPE, BODY, BODYSTRUCTURE, the
-    header block for SEARCH and the API's list, the preview for that list)."""
+    header block for SEARCH and the API's list, the preview for that list, SEARCH's texts
+    of the fields searched most)."""
     end = raw.find(b"\r\n\r\n")
     header = raw if end < 0 else raw[:end + 2]
     root = mimeparts.parse(raw)  # once for all three, and never cached (it may be 50 MB)
     return (mime.envelope(raw), mime.bodystructure(raw, False, root),
-            mime.bodystructure(raw, True, root), header, preview(raw, root))
+            mime.bodystructure(raw, True, root), header, preview(raw, root),
+            searchtext.kept_texts(header))
 
 
 _CACHED = {"envelope": "envelope", "bodystructure": "bodystructure"}

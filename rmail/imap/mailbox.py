@@ -19,6 +19,7 @@ TWISTED.md records:
 """
 
 import io
+import json
 import time
 
 from twisted.internet import defer, threads
@@ -280,7 +281,8 @@ class Mailbox:
         the thread pool, on a snapshot of the session's view: a folder of 10,000 would
         otherwise hold the reactor thread for a tenth of a second."""
         d = self._store.messages(self.name, summaries=False,
-                                 headers=query.needs_header and not query.needs_body)
+                                 headers=query.needs_header and not query.needs_body,
+                                 texts=query.needs_kept)
 
         def evaluate(infos):
             return threads.deferToThread(_matching, query, self.view.snapshot(), infos)
@@ -393,7 +395,7 @@ class _SearchRecord:
     """One message as the search evaluator sees it; file contents read lazily."""
 
     __slots__ = ("seq", "uid", "flags", "recent", "internaldate", "size", "_path", "_raw",
-                 "_header")
+                 "_header", "_kept")
 
     def __init__(self, view, info):
         self.seq = view.seq(info.uid)
@@ -405,6 +407,12 @@ class _SearchRecord:
         self._path = info.path
         self._raw = None
         self._header = info.header  # from the index when the search asked for it
+        self._kept = info.texts  # likewise, as JSON
+
+    def kept_texts(self):
+        if isinstance(self._kept, str):
+            self._kept = json.loads(self._kept)
+        return self._kept
 
     def raw(self) -> bytes:
         if self._raw is None:

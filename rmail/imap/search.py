@@ -15,8 +15,8 @@ Invariants:
   and the server answers it with ``NO [BADCHARSET]`` (RFC 3501 section 6.4.4).
 - Evaluation takes time linear in the number of messages. A message's ``header()`` or
   ``raw()`` is read only if a key needs it, and at most once per ``matches`` call.
-  ``Query.needs_header`` and ``Query.needs_body`` tell the mailbox ahead of time whether
-  they will be read.
+  ``Query.needs_kept``, ``needs_header`` and ``needs_body`` tell the mailbox ahead of time
+  which of the index's header texts (``kept_texts()``), header and body will be read.
 - The module does no I/O of its own. Reading ``header()`` and ``raw()`` may block, so a
   caller whose messages load from disk runs ``matches`` in the thread pool. A ``Query``
   caches its resolved sequence sets, so use it from one thread at a time.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from rmail.imap import seqset
-from rmail.imap.searchtext import MessageText, fold as _fold
+from rmail.imap.searchtext import KEPT, MessageText, fold as _fold
 
 __all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
 
@@ -59,8 +59,14 @@ class SearchMessage(Protocol):
     def raw(self) -> bytes:
         """The whole raw message. Called only when a key needs a body."""
 
+    def kept_texts(self) -> dict | None:
+        """What the index keeps of the header (``searchtext.kept_texts``, decoded), or
+        None; then ``header()`` is read instead."""
 
-_HEADER, _BODY = 1, 2  # what a key reads, besides the index
+
+# What a key reads besides the index's rows, cheapest first: the header texts the index
+# keeps (``searchtext.KEPT``), the header block, the whole message.
+_KEPT, _HEADER, _BODY = 1, 2, 4
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class Query:
 
     def __init__(self, root: _Node, highest_seq: int):
         self._test = root.test
+        self.needs_kept = bool(root.needs & _KEPT)
         self.needs_header = bool(root.needs & _HEADER)
         self.needs_body = bool(root.needs & _BODY)
         # The largest message sequence number written in the query (0 if none). RFC 3501
@@ -314,7 +321,12 @@ def _header_node(name: str, value: str, kind: str) -> _Node:
     "squeezed" (runs of white space made one space, as Dovecot does for SUBJECT) or
     "plain"."""
     needle = _fold(value)
-    if not needle:  # "" matches every message that has the field
+    if KEPT.get(name) == kind:  # from the index: no header block to read
+        if not needle:  # "" matches every message that has the field
+            return _Node(lambda v: bool(v.header_texts(name, kind)), _KEPT)
+        return _Node(lambda v: any(needle in text for text in v.header_texts(name, kind)),
+                     _KEPT)
+    if not needle:
         return _Node(lambda v: any(field == name for field, _ in v.fields()), _HEADER)
 
     def test(v):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import binascii
 import datetime
+import json
 import re
 import unicodedata
 
@@ -137,9 +138,15 @@ class MessageText:
 
     def header_texts(self, name: str, kind: str) -> list[str]:
         """The folded text of every top-level field called ``name`` (all of them, where
-        ``rfc5322.decoded_header`` gives only the first)."""
+        ``rfc5322.decoded_header`` gives only the first); from the index when it keeps
+        them (``KEPT``)."""
         key = (name, kind)
         if key not in self._texts:
+            if KEPT.get(name) == kind:
+                kept = self.msg.kept_texts()
+                if kept is not None:
+                    self._texts[key] = kept[name]
+                    return kept[name]
             texts = []
             for field, value in self.fields():
                 if field == name:
@@ -181,6 +188,31 @@ class MessageText:
                 texts.append(fold(head + "\r\n" + (body or "")))
             self._texts["full"] = texts
         return self._texts["full"]
+
+
+# The fields clients search most, as SUBJECT, FROM, TO, CC and BCC compare them: their
+# texts are computed at delivery (``kept_texts``) and kept in the index, so that such a
+# search reads no header block.
+KEPT = {"subject": "squeezed", "from": "address", "to": "address", "cc": "address",
+        "bcc": "address"}
+
+
+class _HeaderOnly:
+    def __init__(self, header: bytes):
+        self._header = header
+
+    def header(self) -> bytes:
+        return self._header
+
+    def kept_texts(self):
+        return None
+
+
+def kept_texts(header: bytes) -> str:
+    """What the index keeps for ``KEPT``: JSON {field: [its texts, one per field]}."""
+    message = MessageText(_HeaderOnly(header), 0, 0)
+    return json.dumps({name: message.header_texts(name, kind) for name, kind in KEPT.items()},
+                      ensure_ascii=False, separators=(",", ":"))
 
 
 def fold(text: str) -> str:

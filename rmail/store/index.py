@@ -27,8 +27,8 @@ from rmail.store.interfaces import (
 # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery); 3: header blocks, for
 # SEARCH on header keys without opening message files; 4: folders.recent_mark, so
 # \\Recent survives restarts; 5: headers.preview, the opening words of the text for the
-# API's message list.
-SCHEMA_VERSION = 5
+# API's message list; 6: headers.texts, what SEARCH compares of SUBJECT/FROM/TO/CC/BCC.
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -58,8 +58,8 @@ CREATE TABLE IF NOT EXISTS summaries (
     body BLOB,
     bodystructure BLOB
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB, preview TEXT)
-    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB, preview TEXT,
+    texts TEXT) WITHOUT ROWID;
 """
 
 
@@ -94,6 +94,8 @@ class ShardIndex:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(headers)")}
             if "preview" not in columns:  # before schema 5: those messages have none
                 self.db.execute("ALTER TABLE headers ADD COLUMN preview TEXT")
+            if "texts" not in columns:  # before schema 6: SEARCH reads their header blocks
+                self.db.execute("ALTER TABLE headers ADD COLUMN texts TEXT")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # The default folders on first use only: a user may rename or delete them
             # later (all but INBOX, which always exists).
@@ -240,8 +242,8 @@ class ShardIndex:
 
     def add(self, entries) -> list[int]:
         """Index new files: entries of (folder, file, size, flags, internaldate, summary);
-        one UID each.  *summary* is (envelope, body, bodystructure, header, preview) or
-        None.
+        one UID each.  *summary* is (envelope, body, bodystructure, header, preview,
+        texts) or None.
 
         The caller wraps this in a transaction together with the rest of its batch.
         """
@@ -261,8 +263,8 @@ class ShardIndex:
         if summary is not None:
             self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
                             "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
-            self.db.execute("INSERT OR REPLACE INTO headers(file, header, preview) "
-                            "VALUES (?, ?, ?)", (file, *summary[3:5]))
+            self.db.execute("INSERT OR REPLACE INTO headers(file, header, preview, texts) "
+                            "VALUES (?, ?, ?, ?)", (file, *summary[3:6]))
 
     def _take_uid(self, folder: str) -> tuple[int, int]:
         row = self._folder_row(folder)
@@ -271,18 +273,22 @@ class ShardIndex:
         self.db.execute("UPDATE folders SET uidnext = uidnext + 1 WHERE id = ?", (row[0],))
         return row[0], row[3]
 
-    def messages(self, folder: str, uids=None, summaries=True, headers=False) -> list[tuple]:
+    def messages(self, folder: str, uids=None, summaries=True, headers=False,
+                 texts=False) -> list[tuple]:
         """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure,
-        header, preview) in UID order; the last five are None when not computed or not
-        asked for."""
+        header, preview, texts) in UID order; the last six are None when not computed or
+        not asked for.  With *texts* but not *headers*, the header comes only for the
+        messages without texts (indexed before schema 6), for SEARCH to read instead."""
         folder_id = self.folder_id(folder)
         columns = ["m.uid", "m.flags", "m.size", "m.internaldate", "m.file"]
         columns += ["s.envelope", "s.body", "s.bodystructure"] if summaries else ["NULL"] * 3
-        columns += ["h.header", "h.preview"] if headers else ["NULL", "NULL"]
+        columns += ["h.header", "h.preview"] if headers else \
+            ["CASE WHEN h.texts IS NULL THEN h.header END", "NULL"] if texts else ["NULL", "NULL"]
+        columns += ["h.texts"] if texts else ["NULL"]
         query = "SELECT " + ", ".join(columns) + " FROM messages m"
         if summaries:
             query += " LEFT JOIN summaries s ON s.file = m.file"
-        if headers:
+        if headers or texts:
             query += " LEFT JOIN headers h ON h.file = m.file"
         query += " WHERE m.folder_id = ? ORDER BY m.uid"
         if uids is None:

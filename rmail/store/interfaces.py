@@ -72,6 +72,9 @@ class MessageInfo(NamedTuple):
     bodystructure: Optional[bytes] = None
     header: Optional[bytes] = None  # the raw header block, for SEARCH (when asked for)
     preview: Optional[str] = None  # the text's opening words (asked for with the header)
+    # SEARCH's texts of a few header fields (JSON, ``rmail.imap.searchtext.kept_texts``),
+    # when asked for; then ``header`` comes too, but only where these were not computed.
+    texts: Optional[str] = None
 
 
 class IMessageWriter(Interface):
@@ -125,10 +128,11 @@ class IUserStore(Interface):
         """Deliver an IMessageWriter's message into *folder*; Deferred new UID.  One not
         finished yet is finished by the store (in its commit's turn, when it can)."""
 
-    def messages(folder, uids=None, summaries=True, headers=False):
+    def messages(folder, uids=None, summaries=True, headers=False, texts=False):
         """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);
         without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None),
-        with *headers* each message's header block is read from the index."""
+        with *headers* each message's header block is read from the index, with *texts*
+        the header texts kept for SEARCH."""
 
     def page(folder, offset, limit):
         """Deferred (number of messages, [UIDs of one page, newest first]): the messages

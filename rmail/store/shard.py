@@ -399,17 +399,18 @@ class Shard:
         prefix = self.messages_dir + os.sep
         flag_sets = {}
         infos = []
-        for uid, flags, size, date, file, envelope, body, structure, header, preview in rows:
+        for uid, flags, size, date, file, envelope, body, structure, header, preview, texts \
+                in rows:
             parsed = flag_sets.get(flags)
             if parsed is None:
                 parsed = flag_sets[flags] = names.parse_flags_text(flags)
             infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
-                                     envelope, body, structure, header, preview))
+                                     envelope, body, structure, header, preview, texts))
         return infos
 
-    def messages(self, folder, uids=None, summaries=True, headers=False):
+    def messages(self, folder, uids=None, summaries=True, headers=False, texts=False):
         def read(name):
-            return self._infos(self._index.messages(name, uids, summaries, headers))
+            return self._infos(self._index.messages(name, uids, summaries, headers, texts))
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
