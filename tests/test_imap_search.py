@@ -53,7 +53,7 @@ class Message:
     size: int
     data: bytes = b""
     reads: dict = field(default_factory=lambda: {"header": 0, "raw": 0})
-    kept: dict | None = None  # what the index keeps (searchtext.kept_texts), if it does
+    kept: tuple | None = None  # what the index keeps (searchtext.kept_texts), if it does
 
     def header(self) -> bytes:
         self.reads["header"] += 1
@@ -72,7 +72,7 @@ class Message:
 
     def keeping(self) -> "Message":
         """This message as the index holds it since schema 6: with its kept texts."""
-        return replace(self, kept=json.loads(kept_texts(self._header())),
+        return replace(self, kept=kept_texts(self._header()),
                        reads={"header": 0, "raw": 0})
 
 

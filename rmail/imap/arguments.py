@@ -48,7 +48,8 @@ def _seqset(self, line):
     try:
         return seqsets.parse(first), rest
     except seqsets.BadSet as e:
-        raise imap4.IllegalClientResponse(f"Bad message number {first[:40]!r}: {e}")
+        raise imap4.IllegalClientResponse(
+            f"Bad message number {first[:40].decode('ascii', 'replace')}: {e}")
 
 
 def _opt_charset(self, line):

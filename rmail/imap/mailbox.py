@@ -19,7 +19,6 @@ TWISTED.md records:
 """
 
 import io
-import json
 import time
 
 from twisted.internet import defer, threads
@@ -407,11 +406,9 @@ class _SearchRecord:
         self._path = info.path
         self._raw = None
         self._header = info.header  # from the index when the search asked for it
-        self._kept = info.texts  # likewise, as JSON
+        self._kept = info.texts  # likewise
 
     def kept_texts(self):
-        if isinstance(self._kept, str):
-            self._kept = json.loads(self._kept)
         return self._kept
 
     def raw(self) -> bytes:

@@ -59,9 +59,9 @@ class SearchMessage(Protocol):
     def raw(self) -> bytes:
         """The whole raw message. Called only when a key needs a body."""
 
-    def kept_texts(self) -> dict | None:
-        """What the index keeps of the header (``searchtext.kept_texts``, decoded), or
-        None; then ``header()`` is read instead."""
+    def kept_texts(self) -> tuple | None:
+        """What the index keeps of the header (``searchtext.kept_texts``), or None; then
+        ``header()`` is read instead."""
 
 
 # What a key reads besides the index's rows, cheapest first: the header texts the index

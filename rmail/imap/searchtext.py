@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import binascii
 import datetime
-import json
 import re
 import unicodedata
 
@@ -145,8 +144,9 @@ class MessageText:
             if KEPT.get(name) == kind:
                 kept = self.msg.kept_texts()
                 if kept is not None:
-                    self._texts[key] = kept[name]
-                    return kept[name]
+                    joined = kept[_KEPT_COLUMN[name]]
+                    texts = self._texts[key] = [] if joined is None else joined.split("\0")
+                    return texts
             texts = []
             for field, value in self.fields():
                 if field == name:
@@ -192,9 +192,10 @@ class MessageText:
 
 # The fields clients search most, as SUBJECT, FROM, TO, CC and BCC compare them: their
 # texts are computed at delivery (``kept_texts``) and kept in the index, so that such a
-# search reads no header block.
+# search reads no header block.  The index keeps them in this order.
 KEPT = {"subject": "squeezed", "from": "address", "to": "address", "cc": "address",
         "bcc": "address"}
+_KEPT_COLUMN = {name: i for i, name in enumerate(KEPT)}
 
 
 class _HeaderOnly:
@@ -208,11 +209,13 @@ class _HeaderOnly:
         return None
 
 
-def kept_texts(header: bytes) -> str:
-    """What the index keeps for ``KEPT``: JSON {field: [its texts, one per field]}."""
+def kept_texts(header: bytes) -> tuple:
+    """What the index keeps: for each field of ``KEPT``, the texts of every such field
+    joined by NUL, or None without one.  (A NUL within a text becomes U+FFFD: no search
+    string holds one, RFC 3501's CHAR8 being 1-255.)"""
     message = MessageText(_HeaderOnly(header), 0, 0)
-    return json.dumps({name: message.header_texts(name, kind) for name, kind in KEPT.items()},
-                      ensure_ascii=False, separators=(",", ":"))
+    return tuple("\0".join(t.replace("\0", "\ufffd") for t in texts) if texts else None
+                 for texts in (message.header_texts(name, kind) for name, kind in KEPT.items()))
 
 
 def fold(text: str) -> str:

@@ -1,12 +1,14 @@
 """The IMAP server protocol: Twisted's IMAP4Server, extended for real clients.
 
 Kept from Twisted: the state/command tables (``unauth_X``, ``auth_X``, ``select_X``),
-argument dispatch and parsers (``arg_seqset``, ``arg_plist``, ``parseNestedParens``,
+argument parsers (``arg_plist``, ``arg_flaglist``, ``parseNestedParens``,
 ``_FetchParser``), response helpers and the idle timeout.  Replaced, each for a reason
 TWISTED.md records on the stock class:
 
 - framing (``rmail.imap.framing``): whole commands with their literals, LITERAL+,
-  limits checked before ``+`` is sent (items 20, 23, 24);
+  limits checked before ``+`` is sent (items 20, 23, 24); so the table's parsers are
+  applied in one pass (``_dispatch``), not through a Deferred per argument, and
+  sequence sets are read by ``rmail.imap.seqset``;
 - one command at a time, answered in order; unsolicited updates only at command
   boundaries or while IDLE (RFC 3501 7.4.1) from ``rmail.imap.view``;
 - STARTTLS discards pipelined input (item 19); IDLE ends only on DONE (item 18);

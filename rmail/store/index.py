@@ -27,7 +27,7 @@ from rmail.store.interfaces import (
 # 2: summaries (ENVELOPE/BODY/BODYSTRUCTURE computed at delivery); 3: header blocks, for
 # SEARCH on header keys without opening message files; 4: folders.recent_mark, so
 # \\Recent survives restarts; 5: headers.preview, the opening words of the text for the
-# API's message list; 6: headers.texts, what SEARCH compares of SUBJECT/FROM/TO/CC/BCC.
+# API's message list; 6: texts, what SEARCH compares of SUBJECT/FROM/TO/CC/BCC.
 SCHEMA_VERSION = 6
 
 SCHEMA = """
@@ -58,8 +58,12 @@ CREATE TABLE IF NOT EXISTS summaries (
     body BLOB,
     bodystructure BLOB
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB, preview TEXT,
-    texts TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS headers (file TEXT PRIMARY KEY, header BLOB, preview TEXT)
+    WITHOUT ROWID;
+-- Each column: the texts of every such field joined by NUL, NULL when there is none.  A
+-- table of its own, of short rows: a SEARCH reads it for the whole folder.
+CREATE TABLE IF NOT EXISTS texts (file TEXT PRIMARY KEY, subject TEXT, from_addr TEXT,
+    to_addr TEXT, cc_addr TEXT, bcc_addr TEXT) WITHOUT ROWID;
 """
 
 
@@ -94,8 +98,6 @@ class ShardIndex:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(headers)")}
             if "preview" not in columns:  # before schema 5: those messages have none
                 self.db.execute("ALTER TABLE headers ADD COLUMN preview TEXT")
-            if "texts" not in columns:  # before schema 6: SEARCH reads their header blocks
-                self.db.execute("ALTER TABLE headers ADD COLUMN texts TEXT")
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             # The default folders on first use only: a user may rename or delete them
             # later (all but INBOX, which always exists).
@@ -243,7 +245,7 @@ class ShardIndex:
     def add(self, entries) -> list[int]:
         """Index new files: entries of (folder, file, size, flags, internaldate, summary);
         one UID each.  *summary* is (envelope, body, bodystructure, header, preview,
-        texts) or None.
+        texts) or None; *texts* is (subject, from, to, cc, bcc) or None.
 
         The caller wraps this in a transaction together with the rest of its batch.
         """
@@ -263,8 +265,11 @@ class ShardIndex:
         if summary is not None:
             self.db.execute("INSERT OR REPLACE INTO summaries(file, envelope, body, "
                             "bodystructure) VALUES (?, ?, ?, ?)", (file, *summary[:3]))
-            self.db.execute("INSERT OR REPLACE INTO headers(file, header, preview, texts) "
-                            "VALUES (?, ?, ?, ?)", (file, *summary[3:6]))
+            self.db.execute("INSERT OR REPLACE INTO headers(file, header, preview) "
+                            "VALUES (?, ?, ?)", (file, *summary[3:5]))
+            if len(summary) > 5 and summary[5] is not None:
+                self.db.execute("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?, ?, ?)",
+                                (file, *summary[5]))
 
     def _take_uid(self, folder: str) -> tuple[int, int]:
         row = self._folder_row(folder)
@@ -277,19 +282,28 @@ class ShardIndex:
                  texts=False) -> list[tuple]:
         """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure,
         header, preview, texts) in UID order; the last six are None when not computed or
-        not asked for.  With *texts* but not *headers*, the header comes only for the
-        messages without texts (indexed before schema 6), for SEARCH to read instead."""
+        not asked for.  *texts* is the 5-tuple ``_keep_summary`` stored.  With *texts* but
+        not *headers*, the header comes only for the messages without texts (indexed before
+        schema 6), for SEARCH to read instead."""
         folder_id = self.folder_id(folder)
         columns = ["m.uid", "m.flags", "m.size", "m.internaldate", "m.file"]
         columns += ["s.envelope", "s.body", "s.bodystructure"] if summaries else ["NULL"] * 3
-        columns += ["h.header", "h.preview"] if headers else \
-            ["CASE WHEN h.texts IS NULL THEN h.header END", "NULL"] if texts else ["NULL", "NULL"]
-        columns += ["h.texts"] if texts else ["NULL"]
+        if headers:
+            columns += ["h.header", "h.preview"]
+        elif texts:  # the header only where there are no texts
+            columns += ["CASE WHEN t.file IS NULL THEN "
+                        "(SELECT header FROM headers h WHERE h.file = m.file) END", "NULL"]
+        else:
+            columns += ["NULL", "NULL"]
+        columns += ["t.file IS NOT NULL", "t.subject", "t.from_addr", "t.to_addr", "t.cc_addr",
+                    "t.bcc_addr"] if texts else ["0"] + ["NULL"] * 5
         query = "SELECT " + ", ".join(columns) + " FROM messages m"
         if summaries:
             query += " LEFT JOIN summaries s ON s.file = m.file"
-        if headers or texts:
+        if headers:
             query += " LEFT JOIN headers h ON h.file = m.file"
+        if texts:
+            query += " LEFT JOIN texts t ON t.file = m.file"
         query += " WHERE m.folder_id = ? ORDER BY m.uid"
         if uids is None:
             return self.db.execute(query, (folder_id,)).fetchall()
@@ -368,6 +382,7 @@ class ShardIndex:
             "SELECT 1 FROM messages WHERE file = ? LIMIT 1", (f,)).fetchone() is None]
         self.db.executemany("DELETE FROM summaries WHERE file = ?", [(f,) for f in gone])
         self.db.executemany("DELETE FROM headers WHERE file = ?", [(f,) for f in gone])
+        self.db.executemany("DELETE FROM texts WHERE file = ?", [(f,) for f in gone])
         return gone
 
     def files(self) -> set[str]:
@@ -382,6 +397,7 @@ class ShardIndex:
             self.db.execute("DELETE FROM messages WHERE file = ?", (file,))
             self.db.execute("DELETE FROM summaries WHERE file = ?", (file,))
             self.db.execute("DELETE FROM headers WHERE file = ?", (file,))
+            self.db.execute("DELETE FROM texts WHERE file = ?", (file,))
             return rows
 
     # -- bulk loading: `run.py migrate` and `run.py import` (rmail.store.loader) ---------

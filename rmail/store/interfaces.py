@@ -72,9 +72,9 @@ class MessageInfo(NamedTuple):
     bodystructure: Optional[bytes] = None
     header: Optional[bytes] = None  # the raw header block, for SEARCH (when asked for)
     preview: Optional[str] = None  # the text's opening words (asked for with the header)
-    # SEARCH's texts of a few header fields (JSON, ``rmail.imap.searchtext.kept_texts``),
-    # when asked for; then ``header`` comes too, but only where these were not computed.
-    texts: Optional[str] = None
+    # SEARCH's texts of a few header fields (``rmail.imap.searchtext.kept_texts``), when
+    # asked for; then ``header`` comes too, but only where these were not computed.
+    texts: Optional[list] = None
 
 
 class IMessageWriter(Interface):

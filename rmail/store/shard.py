@@ -399,13 +399,13 @@ class Shard:
         prefix = self.messages_dir + os.sep
         flag_sets = {}
         infos = []
-        for uid, flags, size, date, file, envelope, body, structure, header, preview, texts \
-                in rows:
+        for uid, flags, size, date, file, envelope, body, structure, header, preview, \
+                has_texts, *texts in rows:
             parsed = flag_sets.get(flags)
             if parsed is None:
                 parsed = flag_sets[flags] = names.parse_flags_text(flags)
-            infos.append(MessageInfo(uid, parsed, size, date, prefix + file,
-                                     envelope, body, structure, header, preview, texts))
+            infos.append(MessageInfo(uid, parsed, size, date, prefix + file, envelope, body,
+                                     structure, header, preview, texts if has_texts else None))
         return infos
 
     def messages(self, folder, uids=None, summaries=True, headers=False, texts=False):
