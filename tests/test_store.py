@@ -1148,3 +1148,19 @@ def test_calls_in_order_run_one_at_a_time_and_answer_in_order():
     assert results == [0, 1, "failed", 3, 4, 5]
     assert started == answered == list(range(6))
     assert peak[0] == 1
+
+
+def test_every_result_of_a_burst_of_calls_comes_back():
+    """Thousands of instant calls on two threads: their results come back through one
+    queue and pipe (``_Handback``), many per wake-up, and none may be left behind."""
+    from rmail.store.workers import Workers
+
+    pool = Workers(size=2, name="test-race")
+
+    def run_all():
+        return defer.gatherResults([pool.run(int, i) for i in range(5000)])
+    try:
+        for _ in range(3):
+            assert in_reactor(run_all) == list(range(5000))
+    finally:
+        in_reactor(lambda: defer.succeed(pool.stop()))
