@@ -240,9 +240,14 @@ class Mailbox:
         the ENVELOPE/BODY/BODYSTRUCTURE the index keeps (none of it opens a file)."""
         uids = self.resolve(messages, uid)
         everything = len(uids) == self.view.exists  # 1:*, as list views ask
+
+        def known(infos):
+            if everything:  # all the folder holds now: some may not be announced yet
+                announced = set(self.view.uids)
+                infos = [info for info in infos if info.uid in announced]
+            return [Message(info, self) for info in infos]
         d = self._store.messages(self.name, None if everything else uids, summaries=summaries)
-        return d.addCallback(lambda infos: [Message(info, self) for info in infos
-                                            if self.view.seq(info.uid) is not None])
+        return d.addCallback(known)
 
     def store(self, messages, flags, mode, uid):
         """Change flags (*mode* Twisted's -1 remove, 0 replace, 1 add); Deferred

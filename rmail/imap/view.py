@@ -123,10 +123,21 @@ class SelectedFolder:
         return seqs
 
     def flag_list(self, uid) -> bytes:
-        flags = sorted(self.flags.get(uid, ()), key=lambda f: (not f.startswith("\\"), f))
-        if uid in self.recent:
-            flags.insert(sum(f.startswith("\\") for f in flags), "\\Recent")
-        return b"(" + " ".join(flags).encode() + b")"
+        key = (self.flags.get(uid, frozenset()), uid in self.recent)
+        text = _FLAG_LISTS.get(key)
+        if text is None:
+            flags = sorted(key[0], key=lambda f: (not f.startswith("\\"), f))
+            if key[1]:
+                flags.insert(sum(f.startswith("\\") for f in flags), "\\Recent")
+            text = b"(" + " ".join(flags).encode() + b")"
+            if len(_FLAG_LISTS) >= 4096:  # a folder has few distinct combinations
+                _FLAG_LISTS.clear()
+            _FLAG_LISTS[key] = text
+        return text
+
+
+# (flags, \\Recent) -> the FLAGS list as written: most messages share a few.
+_FLAG_LISTS: dict = {}
 
 
 class ViewSnapshot:
