@@ -829,8 +829,9 @@ def test_an_index_from_before_recent_marks_opens_with_everything_recent(store, o
     assert call(store, "select", "INBOX")[2] == [1]
 
 
-def test_an_index_from_before_previews_opens_and_keeps_previews_from_then_on(mail_root):
-    """Schema 4 had no headers.preview: opening adds it; older messages have None."""
+def _older_index(mail_root, downgrade: str, version: int):
+    """An open store whose index holds one message ("Subject: old") from an index as
+    schema *version* wrote it (*downgrade* undoes what came later)."""
     import sqlite3
     from rmail.imap.fetch import describe
     store = ShardStore(mail_root, describe=describe)
@@ -838,12 +839,18 @@ def test_an_index_from_before_previews_opens_and_keeps_previews_from_then_on(mai
     append(store, b"Subject: old\r\n\r\nold text\r\n")
     in_reactor(store.close)
     db = sqlite3.connect(os.path.join(shard_dir(mail_root), "index.sqlite"))
-    db.execute("ALTER TABLE headers DROP COLUMN preview")
-    db.execute("PRAGMA user_version=4")
+    db.execute(downgrade)
+    db.execute(f"PRAGMA user_version={version}")
     db.commit()
     db.close()
     store = ShardStore(mail_root, describe=describe)
     in_reactor(store.open)
+    return store
+
+
+def test_an_index_from_before_previews_opens_and_keeps_previews_from_then_on(mail_root):
+    """Schema 4 had no headers.preview: opening adds it; older messages have None."""
+    store = _older_index(mail_root, "ALTER TABLE headers DROP COLUMN preview", 4)
     try:
         append(store, b"Subject: new\r\n\r\nnew text\r\n")
         infos = call(store, "messages", "INBOX", summaries=False, headers=True)
@@ -853,24 +860,11 @@ def test_an_index_from_before_previews_opens_and_keeps_previews_from_then_on(mai
         in_reactor(store.close)
 
 
-
 def test_search_texts_are_kept_and_an_older_index_gives_headers_instead(mail_root):
     """Schema 5 had no texts table: opening adds it.  A message delivered since has
     SEARCH's texts of SUBJECT/FROM/TO/CC/BCC and no header block when texts are asked
     for; an older one has its header block instead, for SEARCH to read."""
-    import sqlite3
-    from rmail.imap.fetch import describe
-    store = ShardStore(mail_root, describe=describe)
-    in_reactor(store.open)
-    append(store, b"Subject: old\r\n\r\nold text\r\n")
-    in_reactor(store.close)
-    db = sqlite3.connect(os.path.join(shard_dir(mail_root), "index.sqlite"))
-    db.execute("DROP TABLE texts")
-    db.execute("PRAGMA user_version=5")
-    db.commit()
-    db.close()
-    store = ShardStore(mail_root, describe=describe)
-    in_reactor(store.open)
+    store = _older_index(mail_root, "DROP TABLE texts", 5)
     try:
         append(store, b"From: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\nSubject: New  "
                       b"=?utf-8?b?w4Z0aGVy?=\r\nCc: a@x.example\r\nCC: b@y.example\r\n\r\n"

@@ -3,7 +3,9 @@
 A protocol receiving a message (SMTP DATA, an IMAP APPEND literal, an HTTP body)
 writes it here as it arrives, so a 50 MB message never sits in memory: bytes are
 buffered up to ``CHUNK`` and then written by a thread, one write at a time, in order.
-``finish`` fsyncs; only then may the store link the file into mailboxes.
+``finish`` fsyncs; only then may the store link the file into mailboxes.  A message
+still all in memory (an IMAP APPEND) may instead be taken whole (``take``): the store then
+writes and fsyncs it in its commit's own turn, before linking it.
 
 Spool files are never visible to users.  One left behind by a crash was never
 acknowledged (or was already linked into every mailbox), so the store deletes
