@@ -5,8 +5,9 @@ Twisted's reactor pool hands each call through a coordinator (``twisted._threads
 lock worker, a Queue and a Condition per hand-off) and wraps it in the caller's log
 context; measured on IMAP ``UID STORE``, that hand-off held the reactor thread as long
 as the SQLite work took in its thread.  A call here is one ``SimpleQueue.put``, and its
-result comes back through a queue and a pipe (``_Handback``).  Ordering is the caller's business: a
-shard runs one operation at a time (``InOrder``), a spool file one write at a time.
+result comes back through a queue and a pipe (``_Handback``).  Ordering is the caller's
+business: a shard runs one operation at a time (``InOrder``), a spool file one write at a
+time.
 
 Few threads (``storage.threads``, 2 by default): each call is mostly Python code between
 SQLite statements, and every thread more is one more contender for the interpreter lock
