@@ -64,7 +64,8 @@ def test_messages_and_parts_agree_with_the_wire(server):
     _send(server, NESTED)
     account = _account(server)
     mailbox = in_reactor(account.select, "INBOX", False)
-    [message] = in_reactor(mailbox.fetch, seqset.parse(b"1"), False)
+    [message], complete = in_reactor(mailbox.fetch, seqset.parse(b"1"), False)
+    assert complete
     assert verifyObject(imap4.IMessage, message)
     in_reactor(message.load)
     wire = _wire(server, "FETCH", "1", "(RFC822.SIZE BODY.PEEK[1] BODY.PEEK[2.2] BODY.PEEK[TEXT])")

@@ -1,6 +1,7 @@
 """IMAP protocol behaviour the stock Twisted server gets wrong (TWISTED.md 14-24), and bad input."""
 
 import imaplib
+import os
 import socket
 
 import pytest
@@ -234,6 +235,112 @@ def test_two_sessions_see_each_others_flags_and_expunges(server):
     assert data == [b"1 (UID 2)"]
     imap_a.logout()
     imap_b.logout()
+
+
+def _untagged(lines, prefix):
+    """Indexes of the untagged responses starting with *prefix* (after "* N " for a number)."""
+    found = []
+    for i, line in enumerate(lines):
+        words = line.split(b" ", 2)
+        if line.startswith(b"* " + prefix) or (len(words) > 2 and words[1].isdigit()
+                                               and words[2].startswith(prefix)):
+            found.append(i)
+    return found
+
+
+def test_a_new_keyword_is_announced_in_flags_before_a_fetch_shows_it(server):
+    """RFC 3501 7.2.6: FLAGS lists the folder's keywords.  A keyword new to the folder
+    (set by this session, another one, or an APPEND) comes in a new FLAGS response
+    before the first FETCH response that uses it; an appended message's flags reach a
+    session that has the folder selected with the message."""
+    port = server.port("imap")
+    a, b = Raw(port), Raw(port)
+    a.login()
+    b.login()
+    a.send(b"s SELECT INBOX\r\n")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n" in a.until(b"s")
+    b.send(b"s SELECT INBOX\r\n")
+    b.until(b"s")
+
+    message = b"Subject: k\r\n\r\nx\r\n"
+    b.send(b"p APPEND INBOX (\\Seen $Work) {%d+}\r\n%s\r\n" % (len(message), message))
+    assert b.until(b"p")[-1].startswith(b"p OK")
+    a.send(b"n NOOP\r\n")
+    lines = a.until(b"n")
+    assert b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n" in lines
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work " \
+           b"\\*)] Flags permitted\r\n" in lines
+    a.send(b"f FETCH 1 (FLAGS)\r\n")
+    assert a.until(b"f")[0] == b"* 1 FETCH (FLAGS (\\Seen $Work))\r\n"
+
+    a.send(b"t STORE 1 +FLAGS ($Urgent)\r\n")
+    lines = a.until(b"t")
+    flags, fetches = _untagged(lines, b"FLAGS"), _untagged(lines, b"FETCH")
+    assert flags and fetches and flags[0] < fetches[0], lines
+    assert b"$Urgent" in lines[flags[0]] and b"$Urgent" in lines[fetches[0]]
+
+    b.send(b"n NOOP\r\n")
+    lines = b.until(b"n")
+    flags, fetches = _untagged(lines, b"FLAGS"), _untagged(lines, b"FETCH")
+    assert flags and fetches and flags[0] < fetches[0], lines
+    assert lines[fetches[0]] == b"* 1 FETCH (FLAGS (\\Seen $Urgent $Work))\r\n"
+    b.send(b"u STORE 1 -FLAGS.SILENT ($Urgent)\r\n")  # no new keyword: no FLAGS
+    assert _untagged(b.until(b"u"), b"FLAGS") == []
+    a.close()
+    b.close()
+
+
+def test_logout_sends_no_changes_after_its_bye(server):
+    """A change from another session still pending at LOGOUT is not announced: after
+    the BYE the client has let go of the folder (imaptest counts such a FETCH an error)."""
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    imap.append("INBOX", None, None, b"Subject: x\r\n\r\nx\r\n")
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+    imap.select("INBOX")
+    imap.store("1", "+FLAGS", "\\Answered")
+    raw.send(b"o LOGOUT\r\n")
+    assert raw.until(b"o") == [b"* BYE rmail logging out\r\n", b"o OK LOGOUT completed\r\n"]
+    raw.close()
+    imap.logout()
+
+
+def test_fetching_messages_expunged_meanwhile_is_expungeissued_not_an_error(server):
+    """A message this session still numbers but another session expunged (its index row
+    gone, or only its file, between reading the index and the file): the others are
+    answered, and the tagged OK carries RFC 5530's EXPUNGEISSUED (RFC 2180 4.1.3)."""
+    imap = imaplib.IMAP4("127.0.0.1", server.port("imap"))
+    imap.login("alice@example.com", "alice-pw")
+    for i in range(3):
+        imap.append("INBOX", None, None, b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i))
+    imap.logout()
+    raw, other = Raw(server.port("imap")), Raw(server.port("imap"))
+    raw.login()
+    other.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    raw.until(b"s")
+
+    other.send(b"s SELECT INBOX\r\nd STORE 2 +FLAGS.SILENT (\\Deleted)\r\ne EXPUNGE\r\n")
+    assert other.until(b"e")[-1].startswith(b"e OK")
+    raw.send(b"f FETCH 1:3 (UID)\r\n")
+    lines = raw.until(b"f")
+    assert [line for line in lines if b"UID" in line] == [
+        b"* 1 FETCH (UID 1)\r\n", b"* 3 FETCH (UID 3)\r\n"]  # 2's FLAGS may come too
+    assert lines[-1].startswith(b"f OK [EXPUNGEISSUED]")
+
+    infos = server.in_reactor(server.store.user("alice@example.com").messages, "INBOX")
+    os.unlink(infos[0].path)  # as if expunged after its row was read
+    raw.send(b"g FETCH 1:3 BODY.PEEK[]\r\n")
+    lines = raw.until(b"g")
+    assert lines[0] == b"* 3 FETCH (BODY[] {22}\r\n"
+    assert lines[-1].startswith(b"g OK [EXPUNGEISSUED]")
+    raw.send(b"n NOOP\r\n")
+    assert raw.until(b"n") == [b"* 2 EXPUNGE\r\n", b"n OK NOOP completed\r\n"]
+    raw.close()
+    other.close()
 
 
 def test_logindisabled_without_tls_when_plaintext_is_off(tmp_path):

@@ -701,10 +701,12 @@ def test_open_removes_spool_leftovers(store, open_store, mail_root):
 
 
 def test_append_publishes_added(store):
-    """append publishes an 'added' Change with the new UID on (address, folder)."""
+    """append publishes an 'added' Change with the new UID and its flags on (address,
+    folder): a session with the folder selected learns the flags with the message."""
     events = listen(store, "INBOX")
-    uid = append(store)
-    assert events == [changes.Change(changes.ADDED, ALICE, "INBOX", (uid,))]
+    uid = append(store, flags=["\\Seen", "$Work"])
+    flags = frozenset({"\\Seen", "$Work"})
+    assert events == [changes.Change(changes.ADDED, ALICE, "INBOX", (uid,), {uid: flags})]
     append(store, folder="Sent")
     assert len(events) == 1  # other folders are not announced to INBOX listeners
 
@@ -734,12 +736,13 @@ def test_expunge_publishes_expunged(store):
 
 def test_move_publishes_added_and_expunged(store):
     """move publishes 'added' on the target and 'expunged' on the source."""
-    u1 = append(store)
+    u1 = append(store, flags=["\\Flagged"])
     source = listen(store, "INBOX")
     target = listen(store, "Archive")
     pairs = call(store, "move", "INBOX", [u1], "Archive")
     assert pairs == [(u1, 1)]
-    assert target == [changes.Change(changes.ADDED, ALICE, "Archive", (1,))]
+    assert target == [changes.Change(changes.ADDED, ALICE, "Archive", (1,),
+                                     {1: frozenset({"\\Flagged"})})]
     assert source == [changes.Change(changes.EXPUNGED, ALICE, "INBOX", (u1,))]
 
 
@@ -749,8 +752,8 @@ def test_deliver_publishes_added_per_user(store):
     eb = listen(store, "INBOX", BOB)
     w = message(store)
     in_reactor(store.deliver, w, [ALICE, BOB])
-    assert ea == [changes.Change(changes.ADDED, ALICE, "INBOX", (1,))]
-    assert eb == [changes.Change(changes.ADDED, BOB, "INBOX", (1,))]
+    assert ea == [changes.Change(changes.ADDED, ALICE, "INBOX", (1,), {1: frozenset()})]
+    assert eb == [changes.Change(changes.ADDED, BOB, "INBOX", (1,), {1: frozenset()})]
 
 
 # -- group commit -------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from zope.interface import implementer
 
 from rmail import mime, mimeparts
 from rmail.imap import folders
-from rmail.imap.view import SelectedFolder
+from rmail.imap.view import SYSTEM_FLAGS, SelectedFolder
 from rmail.rfc5322 import header_fields
 from rmail.store import names, workers
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 # Twisted's STORE modes.
 REMOVE, REPLACE, ADD = -1, 0, 1
 _STORE_MODES = {REMOVE: "remove", REPLACE: "replace", ADD: "add"}
@@ -148,8 +147,6 @@ class Mailbox:
         self.account = account
         self.name = name
         self.view = SelectedFolder(name, status, messages, readonly, recent)
-        flag_sets = set(self.view.flags.values())
-        self.keywords = sorted({f for flags in flag_sets for f in flags if f[0] != "\\"})
         self.first_unseen = next((seq for seq, (_, flags) in enumerate(messages, 1)
                                   if names.SEEN not in flags), None)
         self._listeners = []
@@ -161,7 +158,7 @@ class Mailbox:
     # -- IMailboxInfo / IMailbox: what the session knows already -----------------------
 
     def getFlags(self):
-        return list(SYSTEM_FLAGS) + self.keywords
+        return list(SYSTEM_FLAGS) + sorted(self.view.keywords)
 
     def getHierarchicalDelimiter(self):
         return names.SEPARATOR
@@ -236,8 +233,9 @@ class Mailbox:
         return d.addCallback(lambda result: result[1])
 
     def fetch(self, messages, uid, summaries=False):
-        """Deferred [Message] for the messages named, in UID order; *summaries* fetches
-        the ENVELOPE/BODY/BODYSTRUCTURE the index keeps (none of it opens a file)."""
+        """Deferred ([Message] for the messages named, in UID order, whether every one
+        named still exists); *summaries* fetches the ENVELOPE/BODY/BODYSTRUCTURE the
+        index keeps (none of it opens a file)."""
         uids = self.resolve(messages, uid)
         everything = len(uids) == self.view.exists  # 1:*, as list views ask
 
@@ -245,7 +243,7 @@ class Mailbox:
             if everything:  # all the folder holds now: some may not be announced yet
                 announced = set(self.view.uids)
                 infos = [info for info in infos if info.uid in announced]
-            return [Message(info, self) for info in infos]
+            return [Message(info, self) for info in infos], len(infos) == len(uids)
         d = self._store.messages(self.name, None if everything else uids, summaries=summaries)
         return d.addCallback(known)
 

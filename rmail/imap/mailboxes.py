@@ -171,11 +171,10 @@ class MailboxCommands(Arguments):
             self.mailbox = mailbox
             mailbox.addListener(self)
             self.state = "select"
-            flags = " ".join(mailbox.getFlags()).encode()
             self.sendUntaggedResponse(b"%d EXISTS" % mailbox.getMessageCount())
             self.sendUntaggedResponse(b"%d RECENT" % mailbox.getRecentCount())
-            self.sendUntaggedResponse(b"FLAGS (" + flags + b")")
-            self.sendUntaggedResponse(b"OK [PERMANENTFLAGS (" + flags + b" \\*)] Flags permitted")
+            for line in mailbox.view.flag_lines():
+                self.sendUntaggedResponse(line)
             if mailbox.first_unseen:
                 self.sendUntaggedResponse(b"OK [UNSEEN %d] First unseen" % mailbox.first_unseen)
             self.sendUntaggedResponse(b"OK [UIDVALIDITY %d] UIDs valid" % mailbox.getUIDValidity())

@@ -36,18 +36,20 @@ class MessageCommands(Arguments):
             return self.sendBadResponse(tag, b"Invalid message sequence number")
         mark_seen = fetching.sets_seen(items) and mailbox.isWriteable()
         if mark_seen:
-            def set_seen(messages):
+            def set_seen(found):
+                messages = found[0]
                 unseen = [m.getUID() for m in messages if names.SEEN not in m.getFlags()]
                 d2 = mailbox.set_flags(unseen, [names.SEEN], "add")
-                return d2.addCallback(lambda changed: (messages, {view.uids[s - 1]
-                                                                   for s in changed}))
+                return d2.addCallback(lambda changed: (found, {view.uids[s - 1]
+                                                                for s in changed}))
             d.addCallback(set_seen)
         else:
-            d.addCallback(lambda messages: (messages, set()))
+            d.addCallback(lambda found: (found, set()))
 
         @defer.inlineCallbacks
         def send(result):
-            messages, seen_now = result
+            (messages, complete), seen_now = result
+            gone = not complete  # some were expunged by another session meanwhile
             out, size = [], 0  # responses written a batch at a time, not one write each
             for message in messages:  # the session is the transport's producer (server.py)
                 seq = view.seq(message.info.uid)
@@ -57,7 +59,11 @@ class MessageCommands(Arguments):
                     if out:  # what is ready goes out while the file is read
                         self.transport.writeSequence(out)
                         out, size = [], 0
-                    yield message.load()
+                    try:
+                        yield message.load()
+                    except FileNotFoundError:  # expunged since the index was read
+                        gone = True
+                        continue
                 data = fetching.render(items, message.info, view.flag_list(message.info.uid),
                                        message.raw, uid, seen_now=message.info.uid in seen_now)
                 out.append(b"* %d FETCH %s\r\n" % (seq, data))
@@ -69,7 +75,11 @@ class MessageCommands(Arguments):
                         yield self._drained  # the client reads slower than we send
             if out and not self._closing:
                 self.transport.writeSequence(out)
-            self.sendPositiveResponse(tag, b"FETCH completed")
+            if gone:  # RFC 2180 4.1.3, with RFC 5530's code, as Dovecot answers
+                self.sendPositiveResponse(
+                    tag, b"[EXPUNGEISSUED] Some of the requested messages no longer exist")
+            else:
+                self.sendPositiveResponse(tag, b"FETCH completed")
         d.addCallback(send)
         d.addErrback(lambda f: self._fail(tag, f, b"FETCH"))
 
@@ -91,6 +101,8 @@ class MessageCommands(Arguments):
             return self.sendBadResponse(tag, b"Invalid message sequence number")
 
         def stored(changed):
+            for line in mailbox.view.keyword_lines():  # a keyword new to the folder
+                self.sendUntaggedResponse(line)
             if not silent:
                 for seq in sorted(changed):
                     extra = b" UID %d" % mailbox.getUID(seq) if uid else b""

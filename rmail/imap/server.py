@@ -376,6 +376,7 @@ class IMAPServer(Session, MailboxCommands, MessageCommands, imap4.IMAP4Server):
     unauth_ID = auth_ID = select_ID = (do_ID, Arguments.rest)
 
     def do_LOGOUT(self, tag):
+        self._unselect()  # changes still pending are not sent after the BYE
         self.sendUntaggedResponse(b"BYE rmail logging out")
         self.sendPositiveResponse(tag, b"LOGOUT completed")
         self._close()

@@ -6,12 +6,18 @@ answered.  So changes from the store's hub (other sessions, SMTP, HTTP) are queu
 here and announced at a command boundary (or at once while IDLE): EXPUNGEs first,
 then EXISTS, then changed FLAGS.  The view's UID list is what sequence numbers mean.
 
+The FLAGS response lists the keywords in use (RFC 3501 7.2.6); a keyword a message
+gains later, from any session, is announced with a new FLAGS response before the first
+FETCH that shows it, as clients that track keywords (and Dovecot's imaptest) expect.
+
 Reactor thread only.
 """
 
 import bisect
 
 from rmail.store import hub as changes
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 class SelectedFolder:
@@ -23,6 +29,8 @@ class SelectedFolder:
         self.readonly = readonly
         self.flags = dict(messages)
         self.uids = list(self.flags)
+        self.keywords = {f for flags in set(self.flags.values()) for f in flags if f[0] != "\\"}
+        self._keywords_grew = False  # since the last FLAGS response
         self.recent = set(recent_uids)
         self._expunged = set()
         self._added = set()
@@ -66,7 +74,10 @@ class SelectedFolder:
 
     def receive(self, change):
         if change.kind == changes.ADDED:
-            self._added.update(u for u in change.uids if u not in self.flags)
+            for uid in change.uids:
+                if uid not in self.flags:
+                    self._added.add(uid)
+                    self._flag_changes[uid] = change.flags.get(uid, frozenset())
         elif change.kind == changes.EXPUNGED:
             self._expunged.update(u for u in change.uids if u in self.flags)
         elif change.kind == changes.FLAGS:
@@ -91,22 +102,45 @@ class SelectedFolder:
             for uid in sorted(self._added):
                 if not self.uids or uid > self.uids[-1]:
                     self.uids.append(uid)
-                    self.flags[uid] = self._flag_changes.pop(uid, frozenset())
+                    self._record(uid, self._flag_changes.pop(uid, frozenset()))
                     self.uidnext = max(self.uidnext, uid + 1)
             self._added.clear()
             lines.append(b"%d EXISTS" % len(self.uids))
+        fetches = []
         for uid, flags in sorted(self._flag_changes.items()):
             if uid in self.flags and self.flags[uid] != flags:
-                self.flags[uid] = flags
-                lines.append(b"%d FETCH (FLAGS %s)" % (self.seq(uid), self.flag_list(uid)))
+                self._record(uid, flags)
+                fetches.append(b"%d FETCH (FLAGS %s)" % (self.seq(uid), self.flag_list(uid)))
         self._flag_changes.clear()
-        return lines
+        return lines + self.keyword_lines() + fetches
 
     def set_flags(self, uid, flags):
         """Record flags this session changed itself (so the hub's echo announces nothing)."""
         if uid in self.flags:
-            self.flags[uid] = flags
+            self._record(uid, flags)
         self._flag_changes.pop(uid, None)
+
+    def _record(self, uid, flags):
+        self.flags[uid] = flags
+        for flag in flags:
+            if flag not in self.keywords and flag[0] != "\\":
+                self.keywords.add(flag)
+                self._keywords_grew = True
+
+    # -- FLAGS and PERMANENTFLAGS ---------------------------------------------------------
+
+    def flag_lines(self) -> list[bytes]:
+        """The FLAGS and PERMANENTFLAGS responses: the system flags and the keywords in
+        use; any keyword may be added (``\\*``) unless the folder is read-only."""
+        self._keywords_grew = False
+        flags = " ".join(SYSTEM_FLAGS + tuple(sorted(self.keywords))).encode()
+        permanent = b"" if self.readonly else flags + b" \\*"
+        return [b"FLAGS (" + flags + b")",
+                b"OK [PERMANENTFLAGS (" + permanent + b")] Flags permitted"]
+
+    def keyword_lines(self) -> list[bytes]:
+        """flag_lines() if a message gained a keyword since they were last sent."""
+        return self.flag_lines() if self._keywords_grew else []
 
     def removed(self, uids) -> list[int]:
         """Messages expunged or moved away: their sequence numbers, highest first (the

@@ -24,7 +24,7 @@ class Change:
     address: str
     folder: str
     uids: tuple = ()
-    flags: dict = field(default_factory=dict)  # FLAGS: uid -> frozenset
+    flags: dict = field(default_factory=dict)  # FLAGS and ADDED: uid -> frozenset
 
 
 class ChangeHub:

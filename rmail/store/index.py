@@ -350,8 +350,9 @@ class ShardIndex:
                                 [(folder_id, r[0]) for r in rows])
             return [r[0] for r in rows], self.unreferenced([r[4] for r in rows])
 
-    def _copy_rows(self, source_id: int, uids, target_id: int) -> list[tuple[int, int]]:
-        pairs = []
+    def _copy_rows(self, source_id: int, uids, target_id: int) -> list[tuple[int, int, str]]:
+        """Copy rows; (old UID, new UID, flags text) of each copied."""
+        copied = []
         for uid in uids:
             row = self.db.execute(
                 "SELECT file, size, internaldate, flags, seen FROM messages "
@@ -364,17 +365,18 @@ class ShardIndex:
             self.db.execute(
                 "INSERT INTO messages(folder_id, uid, file, size, internaldate, flags, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (target_id, new_uid, *row))
-            pairs.append((uid, new_uid))
-        return pairs
+            copied.append((uid, new_uid, row[3]))
+        return copied
 
-    def copy(self, source: str, uids, target: str, move: bool) -> list[tuple[int, int]]:
+    def copy(self, source: str, uids, target: str, move: bool) -> list[tuple[int, int, str]]:
+        """(old UID, new UID, flags text) of each message copied (or moved)."""
         with self.transaction():
             source_id, target_id = self.folder_id(source), self.folder_id(target)
-            pairs = self._copy_rows(source_id, sorted(set(uids)), target_id)
+            copied = self._copy_rows(source_id, sorted(set(uids)), target_id)
             if move:
                 self.db.executemany("DELETE FROM messages WHERE folder_id = ? AND uid = ?",
-                                    [(source_id, old) for old, _ in pairs])
-            return pairs
+                                    [(source_id, old) for old, _, _ in copied])
+            return copied
 
     def unreferenced(self, files) -> list[str]:
         """The files no row names any more (their summaries go too): to unlink after commit."""

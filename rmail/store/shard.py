@@ -372,12 +372,12 @@ class Shard:
         self._committing = False
         if not isinstance(results, list):  # the whole batch failed
             results = [results.value] * len(batch)
-        added = {}
+        added = {}  # folder -> {uid: flags}
         for entry, result in zip(batch, results):
             if not isinstance(result, Exception):
-                added.setdefault(entry.folder, []).append(result)
-        for folder, uids in added.items():
-            self._publish(changes.ADDED, folder, uids)
+                added.setdefault(entry.folder, {})[result] = entry.flags
+        for folder, flags in added.items():
+            self._publish(changes.ADDED, folder, flags, flags)
         for entry, result in zip(batch, results):
             if isinstance(result, Exception):
                 entry.deferred.errback(result)
@@ -494,12 +494,13 @@ class Shard:
             src, dst = pair
             d = self._run(lambda: self._index.copy(src, uids, dst, move))
 
-            def done(pairs):
-                if pairs:
-                    self._publish(changes.ADDED, dst, [new for _, new in pairs])
+            def done(copied):
+                if copied:
+                    flags = {new: names.parse_flags_text(text) for _, new, text in copied}
+                    self._publish(changes.ADDED, dst, flags, flags)
                     if move:
-                        self._publish(changes.EXPUNGED, src, [old for old, _ in pairs])
-                return pairs
+                        self._publish(changes.EXPUNGED, src, [old for old, _, _ in copied])
+                return [(old, new) for old, new, _ in copied]
             return d.addCallback(done)
         d = self._check(lambda: (names.folder_name(source), names.folder_name(target)))
         return d.addCallback(copy)
