@@ -354,6 +354,7 @@ def test_append_shows_up_in_an_idling_imap_session(server, api, folder):
     _append(api, _message(1), folder)
     imap.sock.settimeout(TIMEOUT)
     assert imap.readline() == b"* 1 EXISTS\r\n"
+    assert imap.readline() == b"* 1 RECENT\r\n"
     imap.send(b"DONE\r\n")
     assert imap.readline() == b"a001 OK IDLE terminated\r\n"
     imap.logout()

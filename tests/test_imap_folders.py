@@ -80,6 +80,20 @@ def test_subscriptions_persist_in_lsub(server, imap):
     client.logout()
 
 
+def test_lsub_percent_lists_an_unsubscribed_parent_of_a_subscribed_folder_as_noselect(imap):
+    """RFC 3501 6.3.9: "foo/bar" subscribed and "foo" not, LSUB "" "%" returns foo, not
+    foo/bar, flagged \\Noselect; "*" returns foo/bar itself.  (CREATE subscribes.)"""
+    for name in ("Clubs", "Clubs/Chess", "Clubs/Chess/2026", "Clubs/Go"):
+        assert imap.create(name)[0] == "OK"
+    imap.unsubscribe("Clubs/Chess")
+    imap.unsubscribe("Clubs/Go")
+    status, lines = imap.lsub('""', "Clubs/%")
+    assert lines == [b'(\\Noselect) "/" "Clubs/Chess"']
+    assert _names(imap.lsub('""', "Clubs/*")[1]) == [b"Clubs/Chess/2026"]
+    status, lines = imap.list('""', "Clubs/%")
+    assert lines == [b'(\\HasChildren) "/" "Clubs/Chess"', b'(\\HasNoChildren) "/" "Clubs/Go"']
+
+
 def test_status_counts(imap):
     imap.append("INBOX", "\\Seen", None, b"Subject: a\r\n\r\nx\r\n")
     imap.append("INBOX", None, None, b"Subject: b\r\n\r\nx\r\n")

@@ -271,7 +271,8 @@ def test_a_new_keyword_is_announced_in_flags_before_a_fetch_shows_it(server):
     assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work " \
            b"\\*)] Flags permitted\r\n" in lines
     a.send(b"f FETCH 1 (FLAGS)\r\n")
-    assert a.until(b"f")[0] == b"* 1 FETCH (FLAGS (\\Seen $Work))\r\n"
+    # \\Recent too: A, selected first, was the first session told of the message
+    assert a.until(b"f")[0] == b"* 1 FETCH (FLAGS (\\Seen \\Recent $Work))\r\n"
 
     a.send(b"t STORE 1 +FLAGS ($Urgent)\r\n")
     lines = a.until(b"t")
@@ -288,6 +289,43 @@ def test_a_new_keyword_is_announced_in_flags_before_a_fetch_shows_it(server):
     assert _untagged(b.until(b"u"), b"FLAGS") == []
     a.close()
     b.close()
+
+
+def test_a_new_message_is_recent_in_one_selected_session_only(server):
+    """RFC 3501 2.3.2: \\Recent belongs to the first session told of a message.  With
+    the folder selected in an EXAMINE session and two SELECT sessions, a new message is
+    \\Recent (with a RECENT response) in the first read-write one alone, and STATUS
+    from a fourth counts it no longer recent, now and after a restart."""
+    port = server.port("imap")
+    examine, first, second, other = Raw(port), Raw(port), Raw(port), Raw(port)
+    for session, command in ((examine, b"EXAMINE"), (first, b"SELECT"), (second, b"SELECT")):
+        session.login()
+        session.send(b"s " + command + b" INBOX\r\n")
+        session.until(b"s")
+    other.login()
+    message = b"Subject: r\r\n\r\nx\r\n"
+    other.send(b"a APPEND INBOX {%d+}\r\n%s\r\n" % (len(message), message))
+    assert other.until(b"a")[-1].startswith(b"a OK")
+    answers = {}
+    for name, session in (("examine", examine), ("first", first), ("second", second)):
+        session.send(b"n NOOP\r\nf FETCH 1 (FLAGS)\r\n")
+        answers[name] = session.until(b"n") + session.until(b"f")
+    assert answers["first"][:2] == [b"* 1 EXISTS\r\n", b"* 1 RECENT\r\n"]
+    assert b"* 1 FETCH (FLAGS (\\Recent))\r\n" in answers["first"]
+    for name in ("examine", "second"):
+        assert b"* 1 FETCH (FLAGS ())\r\n" in answers[name], answers[name]
+        assert not any(b"RECENT" in line for line in answers[name])
+    other.send(b"t STATUS INBOX (MESSAGES RECENT)\r\n")
+    assert other.until(b"t")[0] == b'* STATUS "INBOX" (MESSAGES 1 RECENT 0)\r\n'
+    for session in (examine, first, second, other):
+        session.close()
+    server.stop()
+    server.start()
+    raw = Raw(server.port("imap"))
+    raw.login()
+    raw.send(b"s SELECT INBOX\r\n")
+    assert b"* 0 RECENT\r\n" in raw.until(b"s")
+    raw.close()
 
 
 def test_logout_sends_no_changes_after_its_bye(server):

@@ -70,6 +70,7 @@ def test_idle_push_of_new_mail(server):
     _deliver(server, "While idling")
     imap.sock.settimeout(TIMEOUT)
     assert imap.readline() == b"* 1 EXISTS\r\n"
+    assert imap.readline() == b"* 1 RECENT\r\n"  # this session was the first told of it
     imap.send(b"DONE\r\n")
     assert imap.readline() == b"a001 OK IDLE terminated\r\n"
     imap.logout()

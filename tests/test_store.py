@@ -706,7 +706,7 @@ def test_append_publishes_added(store):
     events = listen(store, "INBOX")
     uid = append(store, flags=["\\Seen", "$Work"])
     flags = frozenset({"\\Seen", "$Work"})
-    assert events == [changes.Change(changes.ADDED, ALICE, "INBOX", (uid,), {uid: flags})]
+    assert events == [changes.Change(changes.ADDED, ALICE, "INBOX", (uid,), {uid: flags}, {uid})]
     append(store, folder="Sent")
     assert len(events) == 1  # other folders are not announced to INBOX listeners
 
@@ -742,7 +742,7 @@ def test_move_publishes_added_and_expunged(store):
     pairs = call(store, "move", "INBOX", [u1], "Archive")
     assert pairs == [(u1, 1)]
     assert target == [changes.Change(changes.ADDED, ALICE, "Archive", (1,),
-                                     {1: frozenset({"\\Flagged"})})]
+                                     {1: frozenset({"\\Flagged"})}, {1})]
     assert source == [changes.Change(changes.EXPUNGED, ALICE, "INBOX", (u1,))]
 
 
@@ -752,8 +752,8 @@ def test_deliver_publishes_added_per_user(store):
     eb = listen(store, "INBOX", BOB)
     w = message(store)
     in_reactor(store.deliver, w, [ALICE, BOB])
-    assert ea == [changes.Change(changes.ADDED, ALICE, "INBOX", (1,), {1: frozenset()})]
-    assert eb == [changes.Change(changes.ADDED, BOB, "INBOX", (1,), {1: frozenset()})]
+    assert ea == [changes.Change(changes.ADDED, ALICE, "INBOX", (1,), {1: frozenset()}, {1})]
+    assert eb == [changes.Change(changes.ADDED, BOB, "INBOX", (1,), {1: frozenset()}, {1})]
 
 
 # -- group commit -------------------------------------------------------------------------------------

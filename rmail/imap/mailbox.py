@@ -22,6 +22,7 @@ import io
 import time
 
 from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
@@ -30,6 +31,8 @@ from rmail.imap import folders
 from rmail.imap.view import SYSTEM_FLAGS, SelectedFolder
 from rmail.rfc5322 import header_fields
 from rmail.store import names, workers
+
+log = Logger(namespace="rmail.imap")
 
 # Twisted's STORE modes.
 REMOVE, REPLACE, ADD = -1, 0, 1
@@ -81,9 +84,14 @@ class Account:
 
         def matching(infos):
             all_names = [f.name for f in infos]
-            return [(info.name, FolderListing(info, all_names)) for info in infos
-                    if any(r.fullmatch(folders.encode(info.name).decode("latin-1"))
-                           for r in regexes)]
+            named = [any(r.fullmatch(folders.encode(info.name).decode("latin-1"))
+                         for r in regexes) for info in infos]
+            # LSUB with "%" (RFC 3501 6.3.9): a folder whose subscribed child the pattern
+            # does not reach is listed in its stead, as \Noselect.
+            unnamed_subscribed = [info.name + names.SEPARATOR
+                                  for info, hit in zip(infos, named) if info.subscribed and not hit]
+            return [(info.name, FolderListing(info, all_names, unnamed_subscribed))
+                    for info, hit in zip(infos, named) if hit]
         return self.folders.folders().addCallback(matching)
 
     # -- beyond IAccount: what STATUS and APPEND need without selecting ------------------
@@ -122,13 +130,15 @@ class Account:
 class FolderListing:
     """A folder as LIST shows it: ``getFlags`` are its LIST attributes."""
 
-    def __init__(self, info, all_names):
+    def __init__(self, info, all_names, unnamed_subscribed=()):
         self.info = info
         prefix = info.name + names.SEPARATOR
         children = any(other.startswith(prefix) for other in all_names)
         self.attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
         if info.special_use:
             self.attributes.append(info.special_use)
+        # a subscribed folder inside this one that the LIST pattern did not name
+        self.subscribed_below = any(other.startswith(prefix) for other in unnamed_subscribed)
 
     def getFlags(self):
         return self.attributes
@@ -200,7 +210,7 @@ class Mailbox:
         pending in the view; the first listener subscribes the view to the store's hub."""
         if not self._listeners:
             self.account.store.hub.subscribe(self.account.user.address, self.name,
-                                             self.view.receive)
+                                             self._receive)
             self.view.on_change = self._changed
         self._listeners.append(listener)
 
@@ -211,8 +221,21 @@ class Mailbox:
             self._listeners.remove(listener)
         if not self._listeners:
             self.account.store.hub.unsubscribe(self.account.user.address, self.name,
-                                               self.view.receive)
+                                               self._receive)
             self.view.on_change = None
+
+    def _receive(self, change):
+        """A change from the hub.  New messages no other session has taken are \\Recent
+        in this one (RFC 3501 2.3.2: the first session told of them), unless it only
+        EXAMINEs the folder; the store remembers they were taken."""
+        if change.unclaimed_recent and not self.view.readonly:
+            taken = sorted(change.unclaimed_recent)
+            change.unclaimed_recent.clear()
+            self.view.take_recent(taken)
+            self._store.claim_recent(self.name, taken[-1]).addErrback(
+                lambda f: log.failure("imap: keeping the \\Recent mark of {folder} failed",
+                                      f, folder=self.name))
+        self.view.receive(change)
 
     def _changed(self):
         for listener in list(self._listeners):

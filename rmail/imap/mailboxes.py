@@ -86,10 +86,12 @@ class MailboxCommands(Arguments):
 
         def listed(boxes):
             for name, box in boxes:
-                if (subscribed_only and not box.info.subscribed) or \
+                attrs = box.getFlags()
+                if verb == b"LSUB" and not box.info.subscribed and box.subscribed_below:
+                    attrs = ["\\Noselect"]  # RFC 3501 6.3.9
+                elif (subscribed_only and not box.info.subscribed) or \
                         (special_only and not box.info.special_use):
                     continue
-                attrs = box.getFlags()
                 if show_subscribed and box.info.subscribed and verb == b"LIST":
                     attrs = attrs + ["\\Subscribed"]
                 self.sendUntaggedResponse(verb + b" (" + " ".join(attrs).encode() + b') "/" '

@@ -9,6 +9,9 @@ then EXISTS, then changed FLAGS.  The view's UID list is what sequence numbers m
 The FLAGS response lists the keywords in use (RFC 3501 7.2.6); a keyword a message
 gains later, from any session, is announced with a new FLAGS response before the first
 FETCH that shows it, as clients that track keywords (and Dovecot's imaptest) expect.
+A message is \\Recent in the first session told of it (RFC 3501 2.3.2): at SELECT, the
+ones no session has seen; later, the new ones, in the first read-write session with the
+folder selected (``Mailbox._receive``), announced with a RECENT response after EXISTS.
 
 Reactor thread only.
 """
@@ -34,6 +37,7 @@ class SelectedFolder:
         self.recent = set(recent_uids)
         self._expunged = set()
         self._added = set()
+        self._recent_added = set()  # of _added: \\Recent in this session
         self._flag_changes = {}
         self.on_change = None  # called when something is pending (IDLE pushes it at once)
 
@@ -89,6 +93,10 @@ class SelectedFolder:
         if self.on_change is not None:
             self.on_change()
 
+    def take_recent(self, uids):
+        """Messages about to be announced that are \\Recent in this session."""
+        self._recent_added.update(uids)
+
     @property
     def pending(self) -> bool:
         return bool(self._expunged or self._added or self._flag_changes)
@@ -99,13 +107,19 @@ class SelectedFolder:
         if allow_expunge and self._expunged:
             lines.extend(b"%d EXPUNGE" % seq for seq in self.removed(set(self._expunged)))
         if self._added:
+            recent = len(self.recent)
             for uid in sorted(self._added):
                 if not self.uids or uid > self.uids[-1]:
                     self.uids.append(uid)
                     self._record(uid, self._flag_changes.pop(uid, frozenset()))
                     self.uidnext = max(self.uidnext, uid + 1)
+                    if uid in self._recent_added:
+                        self.recent.add(uid)
             self._added.clear()
+            self._recent_added.clear()
             lines.append(b"%d EXISTS" % len(self.uids))
+            if len(self.recent) != recent:
+                lines.append(b"%d RECENT" % len(self.recent))
         fetches = []
         for uid, flags in sorted(self._flag_changes.items()):
             if uid in self.flags and self.flags[uid] != flags:

@@ -25,6 +25,9 @@ class Change:
     folder: str
     uids: tuple = ()
     flags: dict = field(default_factory=dict)  # FLAGS and ADDED: uid -> frozenset
+    # ADDED: the new UIDs no session has taken as \Recent yet.  The first session with
+    # the folder selected read-write to hear the change takes them (and empties it).
+    unclaimed_recent: set = field(default_factory=set)
 
 
 class ChangeHub:

@@ -143,6 +143,10 @@ class IUserStore(Interface):
         session]) read together; with *claim_recent* those messages stop being \\Recent
         for everyone else (RFC 3501 2.3.2), which is remembered across restarts."""
 
+    def claim_recent(folder, uid):
+        """A session with *folder* selected was told of its messages up to *uid* first:
+        they stop being \\Recent for everyone else (RFC 3501 2.3.2).  Deferred."""
+
     def set_flags(folder, uids, flags, mode="replace"):
         """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""
 

@@ -183,7 +183,9 @@ class Shard:
         if kind == changes.FOLDERS:
             self._validities.clear()
             self._folder_changes += 1
-        self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {}))
+        recent = set(uids) if kind == changes.ADDED else set()
+        self.hub.publish(changes.Change(kind, self.address, folder, tuple(uids), flags or {},
+                                        recent))
 
     def _changed(self):
         """Counts, flags, folders or \\Recent marks changed: the kept listing is stale."""
@@ -451,6 +453,12 @@ class Shard:
             if claim_recent:
                 self._changed()  # the \Recent counts are about to change
             return self._run(read, name)
+        return self._check(names.folder_name, folder).addCallback(claim)
+
+    def claim_recent(self, folder, uid):
+        def claim(name):
+            self._changed()  # the \\Recent counts are about to change
+            return self._run(lambda: self._index.claim_recent(name, uid))
         return self._check(names.folder_name, folder).addCallback(claim)
 
     def set_flags(self, folder, uids, flags, mode="replace"):
