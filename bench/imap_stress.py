@@ -35,7 +35,9 @@ gives. A NO to FETCH/STORE of messages another session expunged (EXPUNGEISSUED, 
 exist"...) is no error (imaptest tolerates them) and not counted (no_expunged=). BAD, any
 other NO and broken connections are errors, printed once per kind; BAD closes the
 connection, as in imaptest. After --duration, clients finish the commands in flight and
-log out.
+log out. The line also gives each command's count and p50/p99 time from sending it to its
+tagged response (pipelined commands include their wait behind the earlier ones), the time
+from connect to greeting, and the INBOX sizes SELECT saw.
 
 Targets: --target NAME=HOST:PORT:USERTEMPLATE:PASSWORD[:PID], repeatable; each run goes
 to every target in turn (so they see the same machine state) and every target after the
@@ -204,6 +206,7 @@ class Run:
     next_message: int = 0
     counts: collections.Counter = field(default_factory=collections.Counter)
     latency: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    connect: list[float] = field(default_factory=list)  # TCP connect to greeting, s
     errors: dict[str, int] = field(default_factory=dict)
     tolerated: int = 0
     selected_sizes: list[int] = field(default_factory=list)
@@ -445,12 +448,15 @@ async def cycle(run: Run, rng: random.Random, user: str) -> bool:
     """One connection: LOGIN ... LOGOUT. False if it broke off before LOGOUT (the next
     cycle then logs in as the same user, as imaptest reconnects)."""
     t, args = run.target, run.args
+    t0 = time.perf_counter()
     try:
         conn = await imap_fetch.Imap.connect(t.host, t.port, args.timeout)
     except ImapError as e:
         run.error(str(e))
         await asyncio.sleep(0.1)  # no busy loop while the server refuses
         return False
+    if not run.stopping():
+        run.connect.append(time.perf_counter() - t0)
     s = Session(run, conn, rng, user)
     try:
         if not conn.caps:  # imaptest asks when the greeting has none
@@ -503,6 +509,8 @@ class Result:
 async def measure(t: Target, args, clients: int, source) -> Result:
     run = Run(t, args, source)
     log(f"[{t.name}] stress-{clients}: {clients} clients for {args.duration:g}s")
+    if t.pid is not None and common.proc_stat(t.pid) is None:
+        log(f"[{t.name}] no process {t.pid}: no server CPU figure")
     cpu0, ccpu0 = imap_fetch.cpu_seconds(t.pid), time.process_time()
     t0 = time.perf_counter()
     run.deadline = t0 + args.duration
@@ -531,12 +539,14 @@ def report(res: Result, width: int, first: Result | None) -> None:
     rate = total / run.args.duration
     measure = f"stress-{res.clients}"
     counts = " ".join(f"{c}={run.counts[c]}" for c in COMMANDS)
-    lat = " ".join(f"{c}={imap_fetch.ms(imap_fetch.pct(run.latency[c], 50))}/"
-                   f"{imap_fetch.ms(imap_fetch.pct(run.latency[c], 99))}" for c in COMMANDS if run.latency[c])
+    lat = " ".join(f"{c}={imap_fetch.ms(imap_fetch.pct(v, 50))}/{imap_fetch.ms(imap_fetch.pct(v, 99))}"
+                   for c, v in [("connect", run.connect)] + [(c, run.latency[c]) for c in COMMANDS] if v)
     sizes = sorted(run.selected_sizes)
     inbox = f"{sizes[0]}/{sizes[len(sizes) // 2]}/{sizes[-1]}" if sizes else "-"
     cpu = ""
-    if res.cpu is not None:
+    if run.target.pid is not None and common.proc_stat(run.target.pid) is None:
+        cpu = f" server_cpu=- (no process {run.target.pid})"
+    elif res.cpu is not None:
         cpu = f" server_cpu={res.cpu:.2f}s" + (f" ({res.cpu / total * 1e6:.0f}us/command)" if total else "")
     print(f"{measure:<14} {run.target.name:<{width}}  {rate:.0f} commands/s  clients={res.clients} "
           f"cycles={run.counts['LOGOUT']} commands={total} in {res.elapsed:.1f}s  per command: {counts}  "

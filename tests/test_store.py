@@ -877,6 +877,19 @@ def test_search_texts_are_kept_and_an_older_index_gives_headers_instead(mail_roo
         assert new.header is None
         assert new.texts == ["new æther", "jörg <j@example.com>", None,
                              "<a@x.example>\0<b@y.example>", None]
+        append(store, b"Subject: other\r\nCc: c@x.example\r\n\r\nx\r\n")
+
+        def uids(containing):
+            infos = call(store, "messages", "INBOX", summaries=False, texts=True,
+                         containing=containing)
+            return [i.uid for i in infos]
+        # Narrowed in SQLite to the messages whose kept texts hold every string; the
+        # older message has none kept, so it is always listed, for SEARCH to test itself.
+        assert uids([(0, "æther")]) == [1, 2]
+        assert uids([(3, "x.example")]) == [1, 2, 3]
+        assert uids([(3, "x.example"), (1, "jörg")]) == [1, 2]
+        assert uids([(2, "a")]) == [1]  # no To at all: not a candidate
+        assert uids([(4, "nowhere")]) == [1]
     finally:
         in_reactor(store.close)
 

@@ -307,7 +307,7 @@ class Mailbox:
         otherwise hold the reactor thread for a tenth of a second."""
         d = self._store.messages(self.name, summaries=False,
                                  headers=query.needs_header and not query.needs_body,
-                                 texts=query.needs_kept)
+                                 texts=query.needs_kept, containing=query.kept_filters)
 
         def evaluate(infos):
             return threads.deferToThread(_matching, query, self.view.snapshot(), infos)

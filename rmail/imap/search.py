@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from rmail.imap import seqset
-from rmail.imap.searchtext import KEPT, MessageText, fold as _fold
+from rmail.imap.searchtext import KEPT, KEPT_COLUMN, MessageText, fold as _fold
 
 __all__ = ["BadCharset", "Query", "SearchError", "SearchMessage", "compile"]
 
@@ -73,6 +73,9 @@ _KEPT, _HEADER, _BODY = 1, 2, 4
 class _Node:
     test: Callable[["MessageText"], bool]
     needs: int = 0
+    # (kept text's position, string): what every message this node matches holds in its
+    # kept texts, for the index to narrow a search down before Python sees a row
+    required: tuple = ()
 
 
 class Query:
@@ -83,6 +86,9 @@ class Query:
         self.needs_kept = bool(root.needs & _KEPT)
         self.needs_header = bool(root.needs & _HEADER)
         self.needs_body = bool(root.needs & _BODY)
+        # For the store's ``messages(containing=...)``: only messages whose kept texts hold
+        # these can match (a necessary condition; ``matches`` still decides).
+        self.kept_filters = root.required
         # The largest message sequence number written in the query (0 if none). RFC 3501
         # section 9 says a server SHOULD answer BAD if it is above the message count; if the
         # query runs anyway, a range such as 80:* still means 80 down to the last message.
@@ -313,7 +319,8 @@ def _all_of(nodes: list[_Node]) -> _Node:
     needs = 0
     for n in nodes:
         needs |= n.needs
-    return _Node(lambda v: all(test(v) for test in tests), needs)
+    required = tuple(r for n in nodes for r in n.required)
+    return _Node(lambda v: all(test(v) for test in tests), needs, required)
 
 
 def _header_node(name: str, value: str, kind: str) -> _Node:
@@ -325,7 +332,7 @@ def _header_node(name: str, value: str, kind: str) -> _Node:
         if not needle:  # "" matches every message that has the field
             return _Node(lambda v: bool(v.header_texts(name, kind)), _KEPT)
         return _Node(lambda v: any(needle in text for text in v.header_texts(name, kind)),
-                     _KEPT)
+                     _KEPT, ((KEPT_COLUMN[name], needle),))
     if not needle:
         return _Node(lambda v: any(field == name for field, _ in v.fields()), _HEADER)
 

@@ -144,7 +144,7 @@ class MessageText:
             if KEPT.get(name) == kind:
                 kept = self.msg.kept_texts()
                 if kept is not None:
-                    joined = kept[_KEPT_COLUMN[name]]
+                    joined = kept[KEPT_COLUMN[name]]
                     texts = self._texts[key] = [] if joined is None else joined.split("\0")
                     return texts
             texts = []
@@ -195,7 +195,7 @@ class MessageText:
 # search reads no header block.  The index keeps them in this order.
 KEPT = {"subject": "squeezed", "from": "address", "to": "address", "cc": "address",
         "bcc": "address"}
-_KEPT_COLUMN = {name: i for i, name in enumerate(KEPT)}
+KEPT_COLUMN = {name: i for i, name in enumerate(KEPT)}
 
 
 class _HeaderOnly:

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS texts (file TEXT PRIMARY KEY, subject TEXT, from_addr
 
 
 _FOLDER_COLUMNS = "id, name, uidvalidity, uidnext, special_use, subscribed, recent_mark"
+_TEXT_COLUMNS = ("t.subject", "t.from_addr", "t.to_addr", "t.cc_addr", "t.bcc_addr")
 
 
 class ShardIndex:
@@ -279,12 +280,17 @@ class ShardIndex:
         return row[0], row[3]
 
     def messages(self, folder: str, uids=None, summaries=True, headers=False,
-                 texts=False) -> list[tuple]:
+                 texts=False, containing=()) -> list[tuple]:
         """Rows (uid, flags text, size, internaldate, file, envelope, body, bodystructure,
         header, preview, texts) in UID order; the last six are None when not computed or
         not asked for.  *texts* is the 5-tuple ``_keep_summary`` stored.  With *texts* but
         not *headers*, the header comes only for the messages without texts (indexed before
-        schema 6), for SEARCH to read instead."""
+        schema 6), for SEARCH to read instead.
+
+        *containing*, with *texts*: (column of the 5-tuple, string) pairs; only messages
+        whose kept text holds every string are read, and those without kept texts.  SQLite
+        tests that in its scan, so a SEARCH SUBJECT of a large folder turns only its few
+        candidates into Python rows."""
         folder_id = self.folder_id(folder)
         columns = ["m.uid", "m.flags", "m.size", "m.internaldate", "m.file"]
         columns += ["s.envelope", "s.body", "s.bodystructure"] if summaries else ["NULL"] * 3
@@ -295,8 +301,7 @@ class ShardIndex:
                         "(SELECT header FROM headers h WHERE h.file = m.file) END", "NULL"]
         else:
             columns += ["NULL", "NULL"]
-        columns += ["t.file IS NOT NULL", "t.subject", "t.from_addr", "t.to_addr", "t.cc_addr",
-                    "t.bcc_addr"] if texts else ["0"] + ["NULL"] * 5
+        columns += ["t.file IS NOT NULL", *_TEXT_COLUMNS] if texts else ["0"] + ["NULL"] * 5
         query = "SELECT " + ", ".join(columns) + " FROM messages m"
         if summaries:
             query += " LEFT JOIN summaries s ON s.file = m.file"
@@ -304,16 +309,22 @@ class ShardIndex:
             query += " LEFT JOIN headers h ON h.file = m.file"
         if texts:
             query += " LEFT JOIN texts t ON t.file = m.file"
-        query += " WHERE m.folder_id = ? ORDER BY m.uid"
+        query += " WHERE m.folder_id = ?"
+        args = [folder_id]
+        if texts and containing:
+            query += " AND (t.file IS NULL OR " + " AND ".join(
+                f"instr({_TEXT_COLUMNS[column]}, ?) > 0" for column, _ in containing) + ")"
+            args += [text for _, text in containing]
+        query += " ORDER BY m.uid"
         if uids is None:
-            return self.db.execute(query, (folder_id,)).fetchall()
+            return self.db.execute(query, args).fetchall()
         wanted = sorted(set(uids))
         if len(wanted) <= 500:  # a few messages of a big folder: look them up by key
             query = query.replace(" ORDER BY", f" AND m.uid IN ({','.join('?' * len(wanted))})"
                                   " ORDER BY")
-            return self.db.execute(query, (folder_id, *wanted)).fetchall()
+            return self.db.execute(query, (*args, *wanted)).fetchall()
         wanted = set(wanted)
-        return [r for r in self.db.execute(query, (folder_id,)) if r[0] in wanted]
+        return [r for r in self.db.execute(query, args) if r[0] in wanted]
 
     def uids(self, folder: str) -> list[int]:
         return [row[0] for row in self.db.execute(

@@ -128,11 +128,14 @@ class IUserStore(Interface):
         """Deliver an IMessageWriter's message into *folder*; Deferred new UID.  One not
         finished yet is finished by the store (in its commit's turn, when it can)."""
 
-    def messages(folder, uids=None, summaries=True, headers=False, texts=False):
+    def messages(folder, uids=None, summaries=True, headers=False, texts=False,
+                 containing=()):
         """Deferred list of MessageInfo in UID order (all, or those of *uids* that exist);
         without *summaries* the cached ENVELOPE/BODY/BODYSTRUCTURE are left out (None),
         with *headers* each message's header block is read from the index, with *texts*
-        the header texts kept for SEARCH."""
+        the header texts kept for SEARCH.  *containing*: (kept text's position, string)
+        pairs; then only messages whose kept texts hold each string are listed (and those
+        with none kept: the caller tests them itself)."""
 
     def page(folder, offset, limit):
         """Deferred (number of messages, [UIDs of one page, newest first]): the messages

@@ -410,9 +410,11 @@ class Shard:
                                      structure, header, preview, texts if has_texts else None))
         return infos
 
-    def messages(self, folder, uids=None, summaries=True, headers=False, texts=False):
+    def messages(self, folder, uids=None, summaries=True, headers=False, texts=False,
+                 containing=()):
         def read(name):
-            return self._infos(self._index.messages(name, uids, summaries, headers, texts))
+            return self._infos(self._index.messages(name, uids, summaries, headers, texts,
+                                                    containing))
         d = self._check(names.folder_name, folder)
         return d.addCallback(lambda name: self._run(read, name))
 
