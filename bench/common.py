@@ -25,6 +25,22 @@ def check_loopback(host: str) -> str:
     raise ValueError(f"refusing host {host!r}: only 127.0.0.0/8, ::1 and localhost are allowed")
 
 
+def split_target(spec: str) -> tuple[str, str, list[str]] | None:
+    """A --target's NAME=HOST:REST as (name, host, REST split at ":"), or None when it is
+    not of that shape.  HOST may be [::1] or ::1; the caller checks it is loopback."""
+    name, eq, rest = spec.partition("=")
+    if not eq or not name or not rest:
+        return None
+    if rest.startswith("["):
+        host, _, rest = rest[1:].partition("]")
+        rest = rest[1:] if rest.startswith(":") else "\0"
+    elif rest.startswith("::1:"):
+        host, rest = "::1", rest[4:]
+    else:
+        host, _, rest = rest.partition(":")
+    return name, host, rest.split(":")
+
+
 def short(data, n: int = 160) -> str:
     """*data* (bytes or text) as one line of at most *n* characters, for an error line."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)

@@ -77,7 +77,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from common import check_loopback, listener_pid, proc_stat, pss_kb, short, status_kb
+from common import check_loopback, listener_pid, proc_stat, pss_kb, short, split_target, status_kb
 
 MEASUREMENTS = ("fetch", "search", "mixed", "idle", "memory")
 SUBJECT_TOKEN, SUBJECT_EVERY = "Zebrafinch", 97  # in the Subject of messages i % 97 == 0
@@ -130,18 +130,11 @@ def expand_users(text: str) -> tuple[list[str], dict[str, str]]:
 
 
 def parse_target(spec: str) -> Target:
-    name, eq, rest = spec.partition("=")
     usage = f"bad --target {spec!r}; expected NAME=HOST:IMAPPORT:USER:PASSWORD[:SMTPPORT[:PID]]"
-    if not eq or not name or not rest:
+    parts = split_target(spec)
+    if parts is None:
         raise argparse.ArgumentTypeError(usage)
-    if rest.startswith("["):
-        host, _, rest = rest[1:].partition("]")
-        rest = rest[1:] if rest.startswith(":") else "\0"
-    elif rest.startswith("::1:"):
-        host, rest = "::1", rest[4:]
-    else:
-        host, _, rest = rest.partition(":")
-    fields = rest.split(":")
+    name, host, fields = parts
     if len(fields) < 3 or len(fields) > 5 or not fields[0].isdigit():
         raise argparse.ArgumentTypeError(usage)
     port, users, password = int(fields[0]), fields[1], fields[2]

@@ -93,9 +93,7 @@ EXPUNGED_NO = (b"[expungeissued]", b"no longer exist", b"no matching messages", 
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 MAX_ERROR_KINDS = 10
 
-
-def log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+log = imap_fetch.log
 
 
 # ======================================================================== targets
@@ -110,18 +108,11 @@ class Target:
 
 
 def parse_target(spec: str) -> Target:
-    name, eq, rest = spec.partition("=")
     usage = f"bad --target {spec!r}; expected NAME=HOST:PORT:USERTEMPLATE:PASSWORD[:PID]"
-    if not eq or not name or not rest:
+    parts = common.split_target(spec)
+    if parts is None:
         raise argparse.ArgumentTypeError(usage)
-    if rest.startswith("["):
-        host, _, rest = rest[1:].partition("]")
-        rest = rest[1:] if rest.startswith(":") else "\0"
-    elif rest.startswith("::1:"):
-        host, rest = "::1", rest[4:]
-    else:
-        host, _, rest = rest.partition(":")
-    fields = rest.split(":")
+    name, host, fields = parts
     if len(fields) not in (3, 4) or not fields[0].isdigit() or (len(fields) == 4 and not fields[3].isdigit()):
         raise argparse.ArgumentTypeError(usage)
     if fields[1].count("%d") != 1 or "%" in fields[1].replace("%d", ""):
