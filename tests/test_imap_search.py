@@ -491,6 +491,16 @@ def test_header_quick_test_looks_at_the_named_fields(header, query, found):
     assert compile(query).matches(message, 1, 1) is found
 
 
+def _multipart(first: bytes, second: bytes, preamble: bytes = b"") -> bytes:
+    """Two base64 parts, "quokkaberry" encoded in the second: part headers *first* and
+    *second* (each a Content-Type line or nothing) before their encoding."""
+    def part(head):
+        return (b"--b\r\n" + (head + b"\r\n" if head else b"")
+                + b"Content-Transfer-Encoding: base64\r\n\r\ncXVva2thYmVycnk=\r\n")
+    return (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + preamble + b"\r\n"
+            + part(first) + part(second) + b"--b--\r\n")
+
+
 @pytest.mark.parametrize("message, found", [
     (b"Subject: a\r\n\r\nA quokkaberry pie\r\n", True),
     (b"Subject: a\r\n\r\nnothing here\r\n", False),
@@ -505,8 +515,25 @@ def test_header_quick_test_looks_at_the_named_fields(header, query, found):
      True),
     # The word in a header only is not in the body.
     (b"Subject: quokkaberry\r\n\r\nplain\r\n", False),
+    # A base64 text part after a base64 image; one whose type a preamble seems to give;
+    # one that is text by default; one in a message/rfc822 part.
+    (_multipart(b"Content-Type: image/png", b"Content-Type: text/plain"), True),
+    (_multipart(b"Content-Type: image/png", b"", preamble=b"Content-Type: image/png"), True),
+    (_multipart(b"Content-Type: image/png", b"Content-Type: message/rfc822"), False),
+    (_multipart(b"Content-Type: image/png", b"Content-Type: application/pdf"), False),
 ])
 def test_body_quick_test_never_hides_a_match(message, found):
     msg = _plain(1, 1, data=message)
     assert compile([b"BODY", b"quokkaberry"]).matches(msg, 1, 1) is found
     assert msg.reads["raw"] <= 1
+
+
+def test_base64_of_attachments_alone_does_not_stop_the_quick_test():
+    """A message whose only base64 parts are attachments (not text, not message) is
+    judged from its bytes: the word is in no searched text, so no parse is needed."""
+    from rmail.imap.searchtext import _base64_only_in_attachments
+    assert _base64_only_in_attachments(
+        _multipart(b"Content-Type: image/png", b"Content-Type: application/pdf").lower())
+    for second in (b"Content-Type: text/plain", b"", b"Content-Type: message/rfc822"):
+        assert not _base64_only_in_attachments(
+            _multipart(b"Content-Type: image/png", second).lower())

@@ -51,6 +51,31 @@ _ASCII_CHARSETS = frozenset(
     + [b"latin1", b"latin-1", b"koi8-r", b"koi8-u"])
 
 
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_CONTENT_TYPE = re.compile(rb"\ncontent-type[ \t]*:\s*([!#-'*+.0-9^-~-]+)/")
+
+
+def _base64_only_in_attachments(lower: bytes) -> bool:
+    """Whether every "base64" of a (lower-cased) message stands in a header block that
+    names a Content-Type, and only types other than text and message: bodies so encoded
+    are not searched (``part_text``), so they cannot hide a needle.  A block runs from
+    the last blank line or "--" line before the word to the next blank line; any doubt
+    (no type, a text type, text before the first blank line) answers False."""
+    pos = lower.find(b"base64")
+    while pos >= 0:
+        # after a blank line, or a line that may be a boundary
+        start = max(lower.rfind(b"\n\n", 0, pos), lower.rfind(b"\n\r\n", 0, pos),
+                    lower.rfind(b"\n--", 0, pos))
+        if start < 0:
+            return False  # in the message's own header: a single-part message
+        end = _BLANK_LINE.search(lower, pos)
+        types = _CONTENT_TYPE.findall(lower, start, end.start() if end else len(lower))
+        if not types or any(t in (b"text", b"message") for t in types):
+            return False
+        pos = lower.find(b"base64", end.end()) if end else -1
+    return True
+
+
 def _field_values(lower: bytes, name: bytes) -> list[bytes]:
     """The raw values (continuation lines included) of every field called *name* in a
     lower-cased header block: each line where *name* stands at the start (after white
@@ -112,7 +137,8 @@ class MessageText:
         lower = raw.lower()
         if needle in lower:
             return True
-        if not raw.isascii() or b"\0" in raw or b"base64" in lower or \
+        if not raw.isascii() or b"\0" in raw or \
+                (b"base64" in lower and not _base64_only_in_attachments(lower)) or \
                 any(c not in _ASCII_CHARSETS for c in _CHARSET.findall(lower)):
             return True
         if b"quoted-printable" in lower:
