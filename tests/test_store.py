@@ -815,6 +815,20 @@ def test_select_reads_flags_and_claims_recent_across_reopen(store, open_store):
         call(store, "select", "Nope")
 
 
+def test_claim_recent_counts_at_once_and_is_kept_at_close(store, open_store):
+    """claim_recent (a selected session told first of new messages) takes no turn of
+    its own: the next read counts them not recent, and closing writes the mark."""
+    append(store)
+    append(store)
+    in_reactor(store.user(ALICE).claim_recent, "INBOX", 1)
+    assert call(store, "status", "INBOX").recent == 1
+    in_reactor(store.user(ALICE).claim_recent, "INBOX", 2)
+    store = reopen(store, open_store)  # nothing ran in between: close wrote it
+    assert call(store, "status", "INBOX").recent == 0
+    in_reactor(store.user(ALICE).claim_recent, "Gone", 9)  # a folder deleted meanwhile
+    assert call(store, "status", "INBOX").recent == 0
+
+
 def test_an_index_from_before_recent_marks_opens_with_everything_recent(store, open_store,
                                                                          mail_root):
     """Schema 3 had no folders.recent_mark: opening adds it, and keeps every message."""

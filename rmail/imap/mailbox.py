@@ -22,7 +22,6 @@ import io
 import time
 
 from twisted.internet import defer, threads
-from twisted.logger import Logger
 from twisted.mail import imap4
 from zope.interface import implementer
 
@@ -31,8 +30,6 @@ from rmail.imap import folders
 from rmail.imap.view import SYSTEM_FLAGS, SelectedFolder
 from rmail.rfc5322 import header_fields
 from rmail.store import names, workers
-
-log = Logger(namespace="rmail.imap")
 
 # Twisted's STORE modes.
 REMOVE, REPLACE, ADD = -1, 0, 1
@@ -232,9 +229,7 @@ class Mailbox:
             taken = sorted(change.unclaimed_recent)
             change.unclaimed_recent.clear()
             self.view.take_recent(taken)
-            self._store.claim_recent(self.name, taken[-1]).addErrback(
-                lambda f: log.failure("imap: keeping the \\Recent mark of {folder} failed",
-                                      f, folder=self.name))
+            self._store.claim_recent(self.name, taken[-1])
         self.view.receive(change)
 
     def _changed(self):

@@ -148,7 +148,8 @@ class IUserStore(Interface):
 
     def claim_recent(folder, uid):
         """A session with *folder* selected was told of its messages up to *uid* first:
-        they stop being \\Recent for everyone else (RFC 3501 2.3.2).  Deferred."""
+        they stop being \\Recent for everyone else (RFC 3501 2.3.2).  Answers nothing:
+        what the store reads next counts them so."""
 
     def set_flags(folder, uids, flags, mode="replace"):
         """mode replace/add/remove; Deferred {uid: new flags} for the messages that exist."""

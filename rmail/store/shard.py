@@ -29,6 +29,7 @@ come back on the reactor thread in the order the changes were committed.
 ``ShardStore`` (``rmail.store.shardstore``) holds the shards, the spool and delivery.
 """
 
+import collections
 import contextlib
 import os
 import sqlite3
@@ -105,6 +106,7 @@ class Shard:
         self._validities = {}  # folder -> UIDVALIDITY, until folders are created, renamed, deleted
         self._folder_changes = 0  # those so far: a value read across one is not kept
         self._unavailable = None  # why the index last failed to open, for one log line
+        self._claims = collections.deque()  # (folder, UID) \\Recent marks to write
 
     # -- running work off the reactor ------------------------------------------
 
@@ -118,7 +120,15 @@ class Shard:
         with self._lock:
             if self._index is None:
                 self._open()
+            self._write_claims()  # before anything that reads \\Recent counts
             return fn(*args)
+
+    def _write_claims(self):
+        while self._claims:
+            try:
+                self._index.claim_recent(*self._claims.popleft())
+            except StoreError:  # the folder went meanwhile
+                pass
 
     def _open(self):
         durable.make_dirs(self.messages_dir)
@@ -458,10 +468,11 @@ class Shard:
         return self._check(names.folder_name, folder).addCallback(claim)
 
     def claim_recent(self, folder, uid):
-        def claim(name):
-            self._changed()  # the \\Recent counts are about to change
-            return self._run(lambda: self._index.claim_recent(name, uid))
-        return self._check(names.folder_name, folder).addCallback(claim)
+        """Noted at once, written before the shard's next operation: no turn of its own
+        (a session hears of each APPEND it makes to its selected folder).  Lost in a
+        crash before then, which only lets a later session see those as \\Recent too."""
+        self._claims.append((names.folder_name(folder), uid))
+        self._changed()  # the \\Recent counts change
 
     def set_flags(self, folder, uids, flags, mode="replace"):
         if mode not in ("replace", "add", "remove"):
@@ -525,6 +536,7 @@ class Shard:
         def close_index():
             with self._lock:
                 if self._index is not None:
+                    self._write_claims()
                     self._index.close()
                     self._index = None
         return self.flush().addCallback(
