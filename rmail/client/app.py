@@ -64,9 +64,14 @@ class MailClient:
         self.open_folder("INBOX")
 
     def close(self):
-        if self.watch is not None:
-            self.watch.stop()
+        watch = self.watch
+        if watch is not None:
+            watch.stop()
         self.session.close()
+        if watch is not None:
+            # Its DONE and LOGOUT finished before the interpreter exits: a daemon thread
+            # cut off inside the TLS library at exit can crash the process (exit 139).
+            watch.thread.join(2.0)
 
     def run(self, stdscr):
         """The main loop, inside curses.wrapper."""
