@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from rmail import mime, mimeparts
 from rmail.imap import folders
-from rmail.imap.view import SYSTEM_FLAGS, SelectedFolder
+from rmail.imap.view import SelectedFolder
 from rmail.rfc5322 import header_fields
 from rmail.store import names, workers
 
@@ -165,7 +165,7 @@ class Mailbox:
     # -- IMailboxInfo / IMailbox: what the session knows already -----------------------
 
     def getFlags(self):
-        return list(SYSTEM_FLAGS) + sorted(self.view.keywords)
+        return self.view.flag_names()
 
     def getHierarchicalDelimiter(self):
         return names.SEPARATOR

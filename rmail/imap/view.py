@@ -143,11 +143,15 @@ class SelectedFolder:
 
     # -- FLAGS and PERMANENTFLAGS ---------------------------------------------------------
 
+    def flag_names(self) -> list[str]:
+        """What FLAGS lists: the system flags and the keywords in use."""
+        return list(SYSTEM_FLAGS) + sorted(self.keywords)
+
     def flag_lines(self) -> list[bytes]:
-        """The FLAGS and PERMANENTFLAGS responses: the system flags and the keywords in
-        use; any keyword may be added (``\\*``) unless the folder is read-only."""
+        """The FLAGS and PERMANENTFLAGS responses (``flag_names``); any keyword may be
+        added (``\\*``) unless the folder is read-only."""
         self._keywords_grew = False
-        flags = " ".join(SYSTEM_FLAGS + tuple(sorted(self.keywords))).encode()
+        flags = " ".join(self.flag_names()).encode()
         permanent = b"" if self.readonly else flags + b" \\*"
         return [b"FLAGS (" + flags + b")",
                 b"OK [PERMANENTFLAGS (" + permanent + b")] Flags permitted"]
